@@ -1,0 +1,273 @@
+"""Device simulator: the point-mass and 1-D task families in pure JAX.
+
+Their state *is* the observation, so reward and termination are exact functions of
+(obs, action, next_obs). One environment is three pure functions — ``init(key, task)``,
+``step(obs, env_action, task)``, ``reward(...)`` — that the sampler vmaps over tasks and rollouts
+and runs for the whole horizon inside one ``lax.scan`` (:func:`adaptrl.sampling.collect`).
+:class:`DeviceVectorEnv` also offers the host protocol (numpy ``reset``/``step``) so that every
+family can be driven the same way (Gymnasium wrapper, tests).
+
+Families (reference §3.4–3.5, spec ENV-1…3):
+
+* ``PointCorners`` (ProMP Fig. 5, ``MetaPointEnvCorner``): s ∈ R², s' = s + clip(a, ±0.2),
+  goal one of the corners (±2, ±2); sparse reward (default, radius 0.5): 0 while ‖s'‖₁ < 0.5,
+  otherwise ‖s − g‖ − ‖s' − g‖ (progress towards the goal) when the goal is the corner nearest
+  to s', else 0. ``reward_type="dense"``: −‖s' − g‖; ``"dense_squared"``: −‖s' − g‖².
+  Reset s ~ U(−0.2, 0.2)², horizon 100, never terminates.
+* ``PointMomentum`` (``MetaPointEnvMomentum``): obs (x, y, vx, vy); v' = v + clip(a, ±0.1),
+  s' = s + v'; sparse reward (radius 2): max(2 − ‖s' − g‖, 0); same corners; reset s ~ U(±0.2)²,
+  v ~ U(±0.1)²; horizon 200.
+* ``Point1D`` (ProMP Fig. 6, the original's ``point_1d_hand_grads.py``): s₀ ~ U(−2, 2),
+  s' = clip(a, ±2), reward exp(−0.1·(s' − g)²), goal ∈ {−1, +1}, horizon 5. Meant for the
+  two-parameter policy a ~ N(θ₀·s² + θ₁, 1) (:class:`adaptrl.policies.QuadraticFeaturePolicy`),
+  actions not normalised.
+* ``Point1DRandGoal`` (TMAML §5.3): as ``Point1D`` with goal ~ U(−1, 1). TMAML does not state
+  reward or horizon; we use Point1D's (documented choice, spec ISS-20).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from adaptrl.envs.base import EnvSpec, Tasks, check_tasks, env_action, num_tasks, signs
+from adaptrl.errors import ConfigError, require_positive_int
+
+CORNERS = np.array([[-2.0, -2.0], [2.0, -2.0], [-2.0, 2.0], [2.0, 2.0]])
+
+
+@dataclass(frozen=True)
+class DeviceFamily:
+    """A task family simulated in JAX; state = observation."""
+
+    name: str
+    obs_dim: int
+    act_dim: int
+    action_bound: float
+    horizon: int
+    init: Callable[[jax.Array, dict], jax.Array]
+    dynamics: Callable[[jax.Array, jax.Array], jax.Array]
+    reward: Callable[..., jax.Array]
+    sample_task_fn: Callable[[np.random.Generator, int, dict], Tasks]
+    task_keys: tuple[str, ...]
+    task_description: str
+    normalize_actions: bool
+    task_options: dict[str, Any] = field(default_factory=dict)
+    terminated: Callable[..., jax.Array] | None = None
+    paper: str = ""
+    deviations: tuple[str, ...] = ()
+
+    def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Merge user task options with the defaults; reject unknown or malformed ones."""
+        unknown = sorted(set(options) - set(self.task_options))
+        if unknown:
+            valid = ", ".join(sorted(self.task_options)) or "none"
+            raise ConfigError(
+                f"{self.name}: unknown option(s) {', '.join(unknown)}. Valid task options: "
+                f"{valid}; every family also takes normalize_actions."
+            )
+        merged = {**self.task_options, **options}
+        if "reward_type" in merged and merged["reward_type"] not in REWARD_TYPES:
+            raise ConfigError(
+                f"{self.name}: reward_type must be one of {', '.join(REWARD_TYPES)}, "
+                f"got {merged['reward_type']!r}."
+            )
+        return merged
+
+
+REWARD_TYPES = ("sparse", "dense", "dense_squared")
+
+
+def _corner_tasks(rng: np.random.Generator, n: int, options: dict) -> Tasks:
+    return {"goal": CORNERS[rng.integers(0, 4, size=n)]}
+
+
+def corners_reward(obs, action, next_obs, task, *, reward_type="sparse", radius=0.5):
+    """PointCorners reward (module docstring); ``obs``/``next_obs`` are positions ``[..., 2]``."""
+    goal = task["goal"]
+    dist_next = jnp.linalg.norm(next_obs - goal, axis=-1)
+    if reward_type == "dense":
+        return -dist_next
+    if reward_type == "dense_squared":
+        return -(dist_next**2)
+    corner_dists = jnp.linalg.norm(next_obs[..., None, :] - CORNERS, axis=-1)
+    nearest = jnp.asarray(CORNERS)[jnp.argmin(corner_dists, axis=-1)]
+    goal_is_nearest = jnp.all(nearest == goal, axis=-1)
+    progress = jnp.linalg.norm(obs - goal, axis=-1) - dist_next
+    outside = jnp.sum(jnp.abs(next_obs), axis=-1) >= radius
+    return jnp.where(outside & goal_is_nearest, progress, 0.0)
+
+
+def momentum_reward(obs, action, next_obs, task, *, reward_type="sparse", radius=2.0):
+    """PointMomentum reward: sparse ``max(radius − d, 0)``, dense ``−d``, dense_squared ``−d²``,
+    with ``d = ‖s' − g‖``."""
+    d = jnp.linalg.norm(next_obs[..., :2] - task["goal"], axis=-1)
+    if reward_type == "dense":
+        return -d
+    if reward_type == "dense_squared":
+        return -(d**2)
+    return jnp.maximum(radius - d, 0.0)
+
+
+def point1d_reward(obs, action, next_obs, task):
+    """1-D reward ``exp(−0.1·(s' − g)²)`` (s' is the clipped action)."""
+    return jnp.exp(-0.1 * (next_obs[..., 0] - task["goal"]) ** 2)
+
+
+FAMILIES: dict[str, DeviceFamily] = {}
+
+
+def _add(f: DeviceFamily) -> None:
+    FAMILIES[f.name] = f
+
+
+_add(DeviceFamily(
+    name="PointCorners", obs_dim=2, act_dim=2, action_bound=0.2, horizon=100,
+    init=lambda key, task: jax.random.uniform(key, (2,), minval=-0.2, maxval=0.2),
+    dynamics=lambda obs, a: obs + a,
+    reward=corners_reward, sample_task_fn=_corner_tasks, task_keys=("goal",),
+    task_description="goal: one of the corners (±2, ±2), uniform",
+    normalize_actions=True,
+    task_options={"reward_type": "sparse", "radius": 0.5},
+    paper="ProMP Fig. 5 (3 adaptation steps)",
+    deviations=("none: the original's log_diagnostics signature bug does not apply",),
+))
+_add(DeviceFamily(
+    name="PointMomentum", obs_dim=4, act_dim=2, action_bound=0.1, horizon=200,
+    init=lambda key, task: jnp.concatenate([
+        jax.random.uniform(jax.random.fold_in(key, 0), (2,), minval=-0.2, maxval=0.2),
+        jax.random.uniform(jax.random.fold_in(key, 1), (2,), minval=-0.1, maxval=0.1),
+    ]),
+    dynamics=lambda obs, a: jnp.concatenate([obs[:2] + obs[2:] + a, obs[2:] + a]),
+    reward=momentum_reward, sample_task_fn=_corner_tasks, task_keys=("goal",),
+    task_description="goal: one of the corners (±2, ±2), uniform",
+    normalize_actions=True,
+    task_options={"reward_type": "sparse", "radius": 2.0},
+    paper="ProMP App. D (MetaPointEnvMomentum, 3 adaptation steps)",
+))
+_add(DeviceFamily(
+    name="Point1D", obs_dim=1, act_dim=1, action_bound=2.0, horizon=5,
+    init=lambda key, task: jax.random.uniform(key, (1,), minval=-2.0, maxval=2.0),
+    dynamics=lambda obs, a: a,
+    reward=point1d_reward,
+    sample_task_fn=lambda rng, n, options: {"goal": signs(rng, n)},
+    task_keys=("goal",), task_description="goal ∈ {−1, +1}, uniform",
+    normalize_actions=False, paper="ProMP Fig. 6 (formulation I vs II)",
+))
+_add(DeviceFamily(
+    name="Point1DRandGoal", obs_dim=1, act_dim=1, action_bound=2.0, horizon=5,
+    init=lambda key, task: jax.random.uniform(key, (1,), minval=-2.0, maxval=2.0),
+    dynamics=lambda obs, a: a,
+    reward=point1d_reward,
+    sample_task_fn=lambda rng, n, options: {"goal": rng.uniform(-1.0, 1.0, size=n)},
+    task_keys=("goal",), task_description="goal ~ U(−1, 1)",
+    normalize_actions=False,
+    paper="TMAML §5.3 / Fig. 4 (gradient accuracy)",
+    deviations=("reward exp(−0.1(s'−g)²) and horizon 5 chosen (TMAML does not state them)",),
+))
+
+
+class DeviceVectorEnv:
+    """A JAX task family behind the vector protocol, plus its pure per-env functions."""
+
+    def __init__(self, family: DeviceFamily, *, normalize_actions: bool | None = None,
+                 **task_options: Any):
+        self.family = family
+        self.options = family.validate_options(task_options)
+        self.normalize_actions = (
+            family.normalize_actions if normalize_actions is None else bool(normalize_actions)
+        )
+        bound = np.full(family.act_dim, family.action_bound)
+        self.spec = EnvSpec(
+            name=family.name, obs_dim=family.obs_dim, act_dim=family.act_dim,
+            action_low=-bound, action_high=bound, horizon=family.horizon, dt=1.0,
+            backend="device", task_description=family.task_description,
+            normalize_actions=self.normalize_actions, paper=family.paper,
+            deviations=family.deviations,
+        )
+        reward_kwargs = {k: v for k, v in self.options.items() if k in ("reward_type", "radius")}
+        self._reward = partial(family.reward, **reward_kwargs)
+        self._batched_init = jax.jit(jax.vmap(self.init))
+        self._batched_step = jax.jit(jax.vmap(self.step_env))
+        self._shape: tuple[int, int] | None = None
+        self.diverged_total = 0
+
+    # ------------------------------------------------------------------ pure per-env functions
+    def init(self, key: jax.Array, task: dict) -> jax.Array:
+        """Initial observation of one environment."""
+        return self.family.init(key, task)
+
+    def step_env(self, obs: jax.Array, action: jax.Array, task: dict):
+        """One environment, one step: ``(next_obs, reward, done)`` from a policy action."""
+        low, high = jnp.asarray(self.spec.action_low), jnp.asarray(self.spec.action_high)
+        a = env_action(action, low, high, self.normalize_actions, xp=jnp)
+        next_obs = self.family.dynamics(obs, a)
+        reward = self._reward(obs, a, next_obs, task)
+        done = self.terminated(next_obs)
+        return next_obs, reward, done
+
+    def reward(self, obs, action, next_obs, task):
+        """Reward from ``(obs, env action, next_obs)``; exact for these families."""
+        return self._reward(obs, action, next_obs, task)
+
+    def terminated(self, next_obs):
+        """Termination from the next observation (these families never terminate)."""
+        if self.family.terminated is None:
+            return jnp.zeros(next_obs.shape[:-1], dtype=bool)
+        return self.family.terminated(jnp, next_obs)
+
+    # ------------------------------------------------------------------------ vector protocol
+    def sample_tasks(self, n: int, seed: int | np.random.Generator | None = None) -> Tasks:
+        """``n`` tasks from the family's distribution, as a dict of arrays with a task axis."""
+        n = require_positive_int("number of tasks", n)
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        return self.family.sample_task_fn(rng, n, self.options)
+
+    def reset(self, tasks: Tasks, rollouts_per_task: int, seed: int | None = None) -> np.ndarray:
+        """Start ``rollouts_per_task`` episodes of every task; observations ``[M, R, obs]``."""
+        tasks = check_tasks(tasks, self.sample_tasks(1, 0), self.family.name)
+        m, r = num_tasks(tasks), require_positive_int("rollouts_per_task", rollouts_per_task)
+        self._shape = (m, r)
+        self._env_tasks = {k: jnp.asarray(np.repeat(v, r, axis=0)) for k, v in tasks.items()}
+        keys = jax.random.split(jax.random.PRNGKey(0 if seed is None else seed), m * r)
+        self._obs = self._batched_init(keys, self._env_tasks)
+        self._active = np.ones(m * r, dtype=bool)
+        return np.asarray(self._obs).reshape(m, r, -1)
+
+    @property
+    def active(self) -> np.ndarray:
+        """``[M, R]`` bool: episodes still running."""
+        return self._active.reshape(self._shape).copy()
+
+    def step(self, actions: np.ndarray):
+        """Vector-protocol step (see :meth:`adaptrl.envs.host.HostVectorEnv.step`)."""
+        if self._shape is None:
+            raise ConfigError("call reset(tasks, rollouts_per_task) before step().")
+        m, r = self._shape
+        actions = np.asarray(actions, dtype=np.float64)
+        if actions.shape != (m, r, self.spec.act_dim):
+            raise ConfigError(
+                f"{self.family.name}: actions must have shape {(m, r, self.spec.act_dim)} "
+                f"([tasks, rollouts, act_dim]), got {actions.shape}."
+            )
+        flat = actions.reshape(m * r, -1)
+        if not np.all(np.isfinite(flat[self._active])):
+            raise ConfigError(f"{self.family.name}: non-finite actions; the policy produced NaN or inf.")
+        flat = np.where(self._active[:, None], flat, 0.0)
+        next_obs, reward, done = self._batched_step(self._obs, jnp.asarray(flat), self._env_tasks)
+        was_active = self._active.copy()
+        reward = np.where(was_active, np.asarray(reward), 0.0)
+        done = np.asarray(done) | ~was_active
+        self._obs = jnp.where(jnp.asarray(was_active)[:, None], next_obs, self._obs)
+        self._active = was_active & ~done
+        info = {"diverged": np.zeros((m, r), dtype=bool)}
+        return np.asarray(self._obs).reshape(m, r, -1), reward.reshape(m, r), done.reshape(m, r), info
+
+    def close(self) -> None:
+        """Nothing to release."""

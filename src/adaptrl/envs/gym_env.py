@@ -1,0 +1,156 @@
+"""Gymnasium wrapper: one environment of a task family, registered as ``adaptrl/<Name>-v0``.
+
+It runs on the same simulator code as the vectorised environments (a batch of one), so rewards,
+observations and terminations are identical. Meta-RL methods switch tasks with
+``env.unwrapped.sample_tasks(n)`` (a list of task dicts, drawn from the env's ``np_random``),
+``set_task(task)`` and ``get_task()``. The episode length limit is the family's paper horizon
+(``max_episode_steps``), applied by Gymnasium's ``TimeLimit``.
+
+``import adaptrl`` registers the ids; without it use ``gymnasium.make("adaptrl:adaptrl/<Name>-v0")``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+import numpy as np
+
+from adaptrl.envs import DeviceVectorEnv, canonical_name, make
+from adaptrl.envs.base import Task, check_tasks, stack_tasks, unstack_tasks
+from adaptrl.envs.device import FAMILIES as DEVICE_FAMILIES
+from adaptrl.envs.mujoco_families import ALIASES
+from adaptrl.envs.mujoco_families import FAMILIES as MUJOCO_FAMILIES
+from adaptrl.errors import ConfigError
+
+
+class MetaEnv(gymnasium.Env):
+    """One environment of task family ``name`` (see the module docstring)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(self, name: str, render_mode: str | None = None, width: int = 320,
+                 height: int = 240, **options: Any):
+        name = canonical_name(name)
+        if render_mode not in (None, "rgb_array"):
+            raise ConfigError(f"render_mode must be None or 'rgb_array', got {render_mode!r}.")
+        if name in MUJOCO_FAMILIES:
+            options.setdefault("num_threads", 1)
+        self._venv = make(name, **options)
+        spec = self._venv.spec
+        self.name, self.render_mode = name, render_mode
+        self._width, self._height = width, height
+        self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (spec.obs_dim,), np.float64)
+        self.action_space = gymnasium.spaces.Box(
+            spec.policy_action_low.astype(np.float32), spec.policy_action_high.astype(np.float32),
+            dtype=np.float32,
+        )
+        self.metadata = {**self.metadata, "render_fps": max(1, round(1.0 / spec.dt))}
+        self._task = unstack_tasks(self._venv.sample_tasks(1, 0))[0]
+        self._obs: np.ndarray | None = None
+        self._renderer = None
+
+    # ----------------------------------------------------------------------------- meta API
+    def sample_tasks(self, n: int) -> list[Task]:
+        """``n`` tasks drawn with this env's ``np_random`` (seed it through ``reset(seed=...)``)."""
+        return unstack_tasks(self._venv.sample_tasks(n, self.np_random))
+
+    def set_task(self, task: Task) -> None:
+        """Use ``task`` from the next ``reset`` on."""
+        example = self._venv.sample_tasks(1, 0)
+        stacked = stack_tasks([task])
+        check_tasks(stacked, example, self.name)
+        self._task = unstack_tasks(stacked)[0]
+
+    def get_task(self) -> Task:
+        """The current task."""
+        return {k: np.array(v) for k, v in self._task.items()}
+
+    # ------------------------------------------------------------------------ Gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if options and "task" in options:
+            self.set_task(options["task"])
+        env_seed = int(self.np_random.integers(0, 2**31 - 1))
+        obs = self._venv.reset(stack_tasks([self._task]), 1, seed=env_seed)
+        self._obs = np.asarray(obs[0, 0], np.float64)
+        return self._obs.copy(), {"task": self.get_task()}
+
+    def step(self, action):
+        if self._obs is None:
+            raise ConfigError("call reset() before step().")
+        action = np.asarray(action, dtype=np.float64).reshape(1, 1, -1)
+        obs, reward, done, info = self._venv.step(action)
+        self._obs = np.asarray(obs[0, 0], np.float64)
+        step_info = {k: v[0, 0].item() for k, v in info.items()}
+        return self._obs.copy(), float(reward[0, 0]), bool(done[0, 0]), False, step_info
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        if isinstance(self._venv, DeviceVectorEnv):
+            return _draw_point(self._obs, self._task, self._width, self._height)
+        return self._render_mujoco()
+
+    def _render_mujoco(self) -> np.ndarray:
+        import mujoco
+
+        try:
+            if self._renderer is None:
+                self._renderer = mujoco.Renderer(self._venv.model_for_task(0), self._height,
+                                                 self._width)
+                self._render_data = mujoco.MjData(self._venv.model_for_task(0))
+        except Exception as exc:
+            raise ConfigError(
+                f"MuJoCo could not open an offscreen OpenGL context ({exc}). Set MUJOCO_GL=egl "
+                "(GPU) or MUJOCO_GL=osmesa (CPU, needs libosmesa6) before starting Python."
+            ) from None
+        qpos, qvel = self._venv.physics_state()
+        self._render_data.qpos[:] = qpos[0, 0]
+        self._render_data.qvel[:] = qvel[0, 0]
+        mujoco.mj_forward(self._venv.model_for_task(0), self._render_data)
+        self._renderer.update_scene(self._render_data)
+        return self._renderer.render().copy()
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+        self._venv.close()
+
+
+def _draw_point(obs: np.ndarray | None, task: Task, width: int, height: int) -> np.ndarray:
+    """A top-down picture of a point env: grey background, goal in green, agent in red."""
+    img = np.full((height, width, 3), 235, np.uint8)
+    scale = min(width, height) / 6.0
+
+    def pixel(xy):
+        x = np.atleast_1d(np.asarray(xy, float))
+        y = x[1] if x.size > 1 else 0.0
+        return int(height / 2 - y * scale), int(width / 2 + x[0] * scale)
+
+    def dot(xy, colour, radius=4):
+        r, c = pixel(xy)
+        img[max(r - radius, 0):r + radius, max(c - radius, 0):c + radius] = colour
+
+    goal = task.get("goal")
+    if goal is not None:
+        dot(goal, (40, 160, 40), 6)
+    if obs is not None:
+        dot(obs[:2], (200, 40, 40))
+    return img
+
+
+def register_envs() -> None:
+    """Register every family and alias as ``adaptrl/<Name>-v0`` (idempotent)."""
+    horizons = {n: f.horizon for n, f in {**MUJOCO_FAMILIES, **DEVICE_FAMILIES}.items()}
+    for name in [*horizons, *ALIASES]:
+        env_id = f"adaptrl/{name}-v0"
+        if env_id in gymnasium.registry:
+            continue
+        gymnasium.register(
+            id=env_id,
+            entry_point="adaptrl.envs.gym_env:MetaEnv",
+            kwargs={"name": name},
+            max_episode_steps=horizons[ALIASES.get(name, name)],
+        )

@@ -1,0 +1,363 @@
+"""Host simulator: every environment of every task stepped by one batched native MuJoCo call.
+
+Per control step :meth:`HostVectorEnv.step` makes one ``mujoco.rollout`` call that advances all
+still-running environments by ``frame_skip`` physics steps in C threads (one thread per core),
+then reads observations, rewards and terminations with vectorised numpy. Environments that have
+terminated are left out of the call (they stop being simulated). RandParams families pass one
+model per environment (a per-task copy with the task's physics parameters).
+
+A diverging state (non-finite, or reset by MuJoCo's own instability check, which we detect by the
+simulation clock jumping back) ends that episode: it is marked done with zero reward, counted in
+:attr:`HostVectorEnv.diverged_total` and logged, and the rest of the batch carries on.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+from adaptrl.envs.base import EnvSpec, Tasks, check_tasks, env_action, num_tasks
+from adaptrl.envs.mujoco_families import MujocoFamily, load_model
+from adaptrl.errors import ConfigError, require_positive_int
+
+log = logging.getLogger(__name__)
+
+QVEL_CLIP = 10.0
+
+
+def default_num_threads() -> int:
+    """Cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+class MujocoPhysics:
+    """Reads a family's observations and tracked point from batched ``qpos``/``qvel``.
+
+    Humanoid's ``cinert``/``cvel`` and centre of mass need MuJoCo's kinematics
+    (``mj_kinematics``, ``mj_comPos``, ``mj_comVel``), which run per environment on a scratch
+    ``MjData``; ``qfrc_actuator`` is linear in the control for motor actuators on hinge joints and
+    is computed as ``clip(ctrl) @ G`` with ``G`` measured once from MuJoCo.
+    """
+
+    def __init__(self, family: MujocoFamily, model=None):
+        import mujoco
+
+        self.family = family
+        self.model = load_model(family) if model is None else model
+        self.nq, self.nv, self.nu = self.model.nq, self.model.nv, self.model.nu
+        self.dt = float(self.model.opt.timestep) * family.frame_skip
+        self.needs_kinematics = family.tracked_point == "com_xy" or any(
+            p in family.obs_parts for p in ("cinert", "cvel")
+        )
+        self._scratch = mujoco.MjData(self.model)
+        self.actuator_to_qfrc = None
+        if "qfrc_actuator" in family.obs_parts:
+            self.actuator_to_qfrc = self._measure_actuator_map()
+        self.obs_dim = self.observe(
+            self.model.qpos0[None], np.zeros((1, self.nv)), np.zeros((1, self.nu))
+        )[0].shape[-1]
+
+    def _measure_actuator_map(self) -> np.ndarray:
+        import mujoco
+
+        m, d = self.model, self._scratch
+        gmap = np.zeros((self.nu, self.nv))
+        for i in range(self.nu):
+            mujoco.mj_resetData(m, d)
+            d.ctrl[i] = 1.0
+            mujoco.mj_forward(m, d)
+            gmap[i] = d.qfrc_actuator
+        mujoco.mj_resetData(m, d)
+        return gmap
+
+    def _kinematics(self, qpos: np.ndarray, qvel: np.ndarray) -> dict[str, np.ndarray]:
+        import mujoco
+
+        m, d = self.model, self._scratch
+        n = qpos.shape[0]
+        cinert = np.empty((n, m.nbody * 10))
+        cvel = np.empty((n, m.nbody * 6))
+        com = np.empty((n, 3))
+        for i in range(n):
+            d.qpos[:] = qpos[i]
+            d.qvel[:] = qvel[i]
+            mujoco.mj_kinematics(m, d)
+            mujoco.mj_comPos(m, d)
+            mujoco.mj_comVel(m, d)
+            cinert[i] = d.cinert.ravel()
+            cvel[i] = d.cvel.ravel()
+            com[i] = d.subtree_com[0]
+        return {"cinert": cinert, "cvel": cvel, "com": com}
+
+    def observe(self, qpos: np.ndarray, qvel: np.ndarray, ctrl: np.ndarray):
+        """Observations ``[B, obs_dim]`` and tracked-point positions ``[B, 2]``."""
+        kin = self._kinematics(qpos, qvel) if self.needs_kinematics else {}
+        parts = []
+        for part in self.family.obs_parts:
+            if part == "qpos":
+                parts.append(qpos)
+            elif part == "qpos[1:]":
+                parts.append(qpos[:, 1:])
+            elif part == "qpos[2:]":
+                parts.append(qpos[:, 2:])
+            elif part == "qvel":
+                parts.append(qvel)
+            elif part == "clip(qvel)":
+                parts.append(np.clip(qvel, -QVEL_CLIP, QVEL_CLIP))
+            elif part in ("cinert", "cvel"):
+                parts.append(kin[part])
+            elif part == "qfrc_actuator":
+                parts.append(ctrl @ self.actuator_to_qfrc)
+            else:  # pragma: no cover - family definitions are static
+                raise AssertionError(part)
+        obs = np.concatenate(parts, axis=-1)
+        tracked = self.family.tracked_point
+        if tracked == "root_x":
+            point = np.stack([qpos[:, 0], np.zeros(qpos.shape[0])], axis=-1)
+        elif tracked == "root_xy":
+            point = qpos[:, :2].copy()
+        else:
+            point = kin["com"][:, :2]
+        return obs, point
+
+
+class HostVectorEnv:
+    """All environments of a meta-batch, stepped together (the host simulator of design.md).
+
+    Layout: ``reset`` takes ``M`` tasks and ``R`` rollouts per task; observations, actions,
+    rewards and dones are ``[M, R, ...]`` arrays (numpy in, numpy out).
+    """
+
+    def __init__(
+        self,
+        family: MujocoFamily,
+        *,
+        normalize_actions: bool = True,
+        num_threads: int | None = None,
+        **task_options: Any,
+    ):
+        import mujoco
+        from mujoco import rollout
+
+        self.family = family
+        self.options = family.validate_options(task_options)
+        self.normalize_actions = bool(normalize_actions)
+        self.num_threads = require_positive_int(
+            "num_threads", default_num_threads() if num_threads is None else num_threads
+        )
+        self.physics = MujocoPhysics(family)
+        self.model = self.physics.model
+        self._state_spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        self._nstate = mujoco.mj_stateSize(self.model, self._state_spec)
+        template = mujoco.MjData(self.model)
+        self._state_template = np.zeros(self._nstate)
+        mujoco.mj_getState(self.model, template, self._state_template, self._state_spec)
+        self._datas = [mujoco.MjData(self.model) for _ in range(self.num_threads)]
+        self._rollout = rollout.Rollout(nthread=self.num_threads)
+        low, high = self.model.actuator_ctrlrange.T.copy()
+        self.spec = EnvSpec(
+            name=family.name,
+            obs_dim=self.physics.obs_dim,
+            act_dim=self.model.nu,
+            action_low=low,
+            action_high=high,
+            horizon=family.horizon,
+            dt=self.physics.dt,
+            backend="host",
+            task_description=family.task_description,
+            normalize_actions=self.normalize_actions,
+            paper=family.paper,
+            deviations=family.deviations,
+        )
+        self.diverged_total = 0
+        self._tasks: Tasks | None = None
+        self._shape: tuple[int, int] | None = None
+
+    # ----------------------------------------------------------------------------------- tasks
+    def sample_tasks(self, n: int, seed: int | np.random.Generator | None = None) -> Tasks:
+        """``n`` tasks from the family's distribution, as a dict of arrays with a task axis."""
+        n = require_positive_int("number of tasks", n)
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        return self.family.sample_tasks(rng, n, self.options, self.model)
+
+    def _task_models(self, tasks: Tasks) -> list:
+        """One model per task with the task's physics parameters (RandParams families)."""
+        import mujoco
+
+        models = []
+        for i in range(num_tasks(tasks)):
+            m = copy.copy(self.model)
+            for name in self.family.task_keys:
+                getattr(m, name)[:] = tasks[name][i]
+            mujoco.mj_setConst(m, mujoco.MjData(m))
+            models.append(m)
+        return models
+
+    # ----------------------------------------------------------------------------------- reset
+    def reset(self, tasks: Tasks, rollouts_per_task: int, seed: int | None = None) -> np.ndarray:
+        """Start ``rollouts_per_task`` episodes of every task; return observations ``[M, R, obs]``."""
+        example = self.sample_tasks(1, 0)
+        tasks = check_tasks(tasks, example, self.family.name)
+        m = num_tasks(tasks)
+        r = require_positive_int("rollouts_per_task", rollouts_per_task)
+        b = m * r
+        rng = np.random.default_rng(seed)
+        self._tasks, self._shape = tasks, (m, r)
+        self._task_index = np.repeat(np.arange(m), r)
+        if self.family.rand_params is not None:
+            per_task = self._task_models(tasks)
+            self._models = [per_task[i] for i in self._task_index]
+            self._env_tasks = {}
+        else:
+            self._models = self.model
+            self._env_tasks = {k: v[self._task_index] for k, v in tasks.items()}
+
+        nq, nv = self.physics.nq, self.physics.nv
+        qpos = self.model.qpos0[None] + _noise(rng, self.family.reset_noise[:2], (b, nq))
+        qvel = _noise(rng, self.family.reset_noise[2:], (b, nv))
+        self._state = np.tile(self._state_template, (b, 1))
+        self._state[:, 1 : 1 + nq] = qpos
+        self._state[:, 1 + nq : 1 + nq + nv] = qvel
+        self._obs, self._point = self.physics.observe(qpos, qvel, np.zeros((b, self.model.nu)))
+        self._active = np.ones(b, dtype=bool)
+        return self._obs.reshape(m, r, -1).copy()
+
+    @property
+    def active(self) -> np.ndarray:
+        """``[M, R]`` bool: episodes still running."""
+        return self._active.reshape(self._shape).copy()
+
+    # ------------------------------------------------------------------------------------ step
+    def step(self, actions: np.ndarray):
+        """Advance every running episode by one control step.
+
+        Args:
+            actions: ``[M, R, act_dim]`` policy actions (in the ±10 box when actions are
+                normalised); entries of finished episodes are ignored.
+
+        Returns:
+            ``(obs, reward, done, info)``: ``[M, R, obs_dim]``, ``[M, R]``, ``[M, R]`` bool, and a
+            dict of ``[M, R]`` arrays (reward terms, ``diverged``). Finished episodes keep their
+            last observation and get reward 0 and ``done = True``.
+        """
+        if self._shape is None:
+            raise ConfigError("call reset(tasks, rollouts_per_task) before step().")
+        m, r = self._shape
+        b, nq, nv = m * r, self.physics.nq, self.physics.nv
+        actions = np.asarray(actions, dtype=np.float64)
+        if actions.shape != (m, r, self.spec.act_dim):
+            raise ConfigError(
+                f"{self.family.name}: actions must have shape {(m, r, self.spec.act_dim)} "
+                f"([tasks, rollouts, act_dim]), got {actions.shape}."
+            )
+        actions = actions.reshape(b, -1)
+        idx = np.flatnonzero(self._active)
+        all_active = idx.size == b
+        reward = np.zeros(b)
+        done = ~self._active.copy()
+        info: dict[str, np.ndarray] = {"diverged": np.zeros(b, dtype=bool)}
+        if idx.size == 0:
+            return self._obs.reshape(m, r, -1).copy(), reward.reshape(m, r), done.reshape(m, r), {
+                k: v.reshape(m, r) for k, v in info.items()
+            }
+        act = actions if all_active else actions[idx]
+        if not np.all(np.isfinite(act)):
+            bad = idx[~np.all(np.isfinite(act), axis=-1)]
+            raise ConfigError(
+                f"{self.family.name}: non-finite actions for environments {bad[:10].tolist()} "
+                "(flat index task*R + rollout); the policy produced NaN or inf."
+            )
+        ctrl = env_action(act, self.spec.action_low, self.spec.action_high, self.normalize_actions)
+        state_in = self._state if all_active else self._state[idx]
+        models = self._models
+        if isinstance(models, list) and not all_active:
+            models = [models[i] for i in idx]
+        out, _ = self._rollout.rollout(
+            models, self._datas, state_in, ctrl[:, None, :], nstep=self.family.frame_skip
+        )
+        new_state = out[:, -1]
+        qpos, qvel = new_state[:, 1 : 1 + nq], new_state[:, 1 + nq : 1 + nq + nv]
+        expected_time = state_in[:, 0] + self.physics.dt
+        diverged = ~np.all(np.isfinite(new_state[:, : 1 + nq + nv]), axis=-1) | (
+            np.abs(new_state[:, 0] - expected_time) > 1e-6 * max(1.0, float(expected_time.max()))
+        )
+        if diverged.any():
+            qpos, qvel = qpos.copy(), qvel.copy()
+            qpos[diverged] = state_in[diverged, 1 : 1 + nq]
+            qvel[diverged] = state_in[diverged, 1 + nq : 1 + nq + nv]
+        obs, point = self.physics.observe(qpos, qvel, ctrl)
+        prev_point = self._point if all_active else self._point[idx]
+        motion = {"velocity": (point - prev_point) / self.physics.dt, "position": point}
+        env_tasks = self._env_tasks if all_active else {
+            k: v[idx] for k, v in self._env_tasks.items()
+        }
+        rew, terms = self.family.reward(np, motion, ctrl, env_tasks, self.family.frame_skip)
+        term = np.zeros(idx.size, dtype=bool)
+        if self.family.terminated is not None:
+            term |= np.asarray(self.family.terminated(np, obs))
+        if self.family.max_abs_qvel is not None:
+            term |= np.any(np.abs(qvel) >= self.family.max_abs_qvel, axis=-1)
+        if diverged.any():
+            count = int(diverged.sum())
+            self.diverged_total += count
+            log.warning(
+                "%s: %d environment(s) diverged (unstable MuJoCo state); their episodes end here.",
+                self.family.name, count,
+            )
+            rew = np.where(diverged, 0.0, rew)
+            term |= diverged
+
+        if all_active:
+            self._state = new_state.copy()
+            self._obs, self._point = obs, point
+        else:
+            self._state[idx] = new_state
+            self._obs[idx], self._point[idx] = obs, point
+        if diverged.any():
+            self._state[idx[diverged], 1 : 1 + nq + nv] = state_in[diverged, 1 : 1 + nq + nv]
+        reward[idx] = rew
+        done[idx] = term
+        info["diverged"][idx] = diverged
+        for k, v in terms.items():
+            info[k] = np.zeros(b)
+            info[k][idx] = v
+        self._active[idx[term]] = False
+        return (
+            self._obs.reshape(m, r, -1).copy(),
+            reward.reshape(m, r),
+            done.reshape(m, r),
+            {k: v.reshape(m, r) for k, v in info.items()},
+        )
+
+    def physics_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Current ``(qpos, qvel)``, ``[M, R, nq]`` and ``[M, R, nv]`` (for rendering and tests)."""
+        m, r = self._shape
+        nq, nv = self.physics.nq, self.physics.nv
+        return (
+            self._state[:, 1 : 1 + nq].reshape(m, r, nq).copy(),
+            self._state[:, 1 + nq : 1 + nq + nv].reshape(m, r, nv).copy(),
+        )
+
+    def model_for_task(self, task_index: int):
+        """The MjModel that simulates task ``task_index`` (per-task copy for RandParams)."""
+        if isinstance(self._models, list):
+            return self._models[task_index * self._shape[1]]
+        return self.model
+
+    def close(self) -> None:
+        """Stop the thread pool."""
+        self._rollout.close()
+
+
+def _noise(rng: np.random.Generator, kind_scale: tuple[str, float], shape) -> np.ndarray:
+    kind, scale = kind_scale
+    if kind == "uniform":
+        return rng.uniform(-scale, scale, size=shape)
+    return scale * rng.standard_normal(shape)
