@@ -11,7 +11,7 @@ observations and terminations are identical. Meta-RL methods switch tasks with
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium
 import numpy as np
@@ -27,7 +27,7 @@ from adaptrl.errors import ConfigError
 class MetaEnv(gymnasium.Env):
     """One environment of task family ``name`` (see the module docstring)."""
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+    metadata: ClassVar[dict] = {"render_modes": ["rgb_array"], "render_fps": 20}
 
     def __init__(self, name: str, render_mode: str | None = None, width: int = 320,
                  height: int = 240, **options: Any):
