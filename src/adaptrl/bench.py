@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adaptrl.envs import DeviceVectorEnv, HostVectorEnv, make
+from adaptrl.envs import DeviceVectorEnv, HostVectorEnv, canonical_name, make
+from adaptrl.envs.mujoco_families import FAMILIES as MUJOCO_FAMILIES
 from adaptrl.errors import ConfigError, require_positive_int
 from adaptrl.policies import init_params, make_policy, per_task
 from adaptrl.sampling import Sampler
@@ -120,10 +121,9 @@ def sampler_benchmark(env_name: str, tasks: int, rollouts: int, horizon: int, *,
     horizon = require_positive_int("--horizon", horizon)
     repeats = require_positive_int("--repeats", repeats)
     say = progress or (lambda msg: None)
-    options = {} if threads is None else {"num_threads": threads}
-    env = make(env_name, **options)
-    if isinstance(env, DeviceVectorEnv) and threads is not None:
-        raise ConfigError("--threads applies to MuJoCo families only.")
+    if threads is not None and canonical_name(env_name) not in MUJOCO_FAMILIES:
+        raise ConfigError(f"--threads applies to MuJoCo families only; {env_name} runs in JAX.")
+    env = make(env_name, **({} if threads is None else {"num_threads": threads}))
     policy = make_policy(env.spec.act_dim)
     params = per_task(init_params(policy, jax.random.PRNGKey(seed), env.spec.obs_dim), tasks)
     sampler = Sampler(env, policy, rollouts, horizon)
