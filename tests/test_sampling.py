@@ -141,3 +141,10 @@ def test_nan_policy_gives_clear_error():
     params["params"]["output"]["bias"] = jnp.full((2, env.spec.act_dim), jnp.nan)
     with pytest.raises(ConfigError, match="non-finite actions"):
         sampler.collect(params, tasks, jax.random.PRNGKey(0))
+
+
+def test_impossible_batch_size_is_refused_before_allocating():
+    env, policy, params, sampler, tasks = _setup("PointCorners", 2, 2, 5)
+    huge = Sampler(env, policy, rollouts_per_task=10**7, horizon=10**4)
+    with pytest.raises(ConfigError, match="GiB"):
+        huge.collect(params, tasks, jax.random.PRNGKey(0))

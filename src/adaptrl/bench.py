@@ -138,8 +138,8 @@ def sampler_benchmark(env_name: str, tasks: int, rollouts: int, horizon: int, *,
         traj = sampler.collect(params, task_batch, jax.random.PRNGKey(seed + 1 + i))
         seconds.append(time.perf_counter() - start)
         steps.append(traj.num_env_steps)
-        policy_s.append(sampler.timing["PolicyExecTime"])
-        env_s.append(sampler.timing["EnvExecTime"])
+        policy_s.append(sampler.stats["PolicyExecTime"])
+        env_s.append(sampler.stats["EnvExecTime"])
     rates = [s / t for s, t in zip(steps, seconds, strict=True)]
     sampler_rate = statistics.median(rates)
 

@@ -14,6 +14,7 @@ only the steps really simulated.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import NamedTuple
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from adaptrl.envs import DeviceVectorEnv, VectorEnv
 from adaptrl.envs.base import Tasks, check_tasks, num_tasks
-from adaptrl.errors import require_positive_int
+from adaptrl.errors import ConfigError, require_positive_int
 from adaptrl.policies import Params, check_per_task_params, gaussian_log_prob, init_params
 
 
@@ -77,7 +78,8 @@ class Sampler:
         self._device_rollout = (
             jax.jit(self._scan_rollout) if isinstance(env, DeviceVectorEnv) else None
         )
-        self.timing = {"PolicyExecTime": 0.0, "EnvExecTime": 0.0}
+        self.stats = {"PolicyExecTime": 0.0, "EnvExecTime": 0.0, "NumDiverged": 0}
+        """Timings (seconds) and diverged-episode count of the last :meth:`collect`."""
 
     def _act(self, params: Params, obs: jax.Array, noise: jax.Array):
         """One task: actions, mean, log-std and log-prob for observations ``[R, obs]``."""
@@ -85,6 +87,21 @@ class Sampler:
         action = mean + jnp.exp(log_std) * noise
         logp = gaussian_log_prob(action, mean, log_std)
         return jnp.concatenate([action, mean, log_std, logp[..., None]], axis=-1)
+
+    def _check_memory(self, m: int) -> None:
+        spec = self.env.spec
+        floats = m * self.rollouts_per_task * self.horizon * (spec.obs_dim + 3 * spec.act_dim + 5)
+        needed = 4 * floats
+        try:
+            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+            return
+        if needed > available // 2:
+            raise ConfigError(
+                f"a batch of {m} tasks × {self.rollouts_per_task} rollouts × {self.horizon} steps "
+                f"of {spec.name} needs {needed / 2**30:.1f} GiB, more than half of this machine's "
+                f"{available / 2**30:.1f} GiB; use fewer tasks, rollouts or steps."
+            )
 
     def check(self, params: Params, tasks: Tasks) -> Tasks:
         """Validate tasks and per-task parameters; return the tasks as numpy arrays."""
@@ -101,12 +118,14 @@ class Sampler:
             key: JAX PRNG key; it determines the reset noise and the action noise.
         """
         tasks = self.check(params, tasks)
+        self._check_memory(num_tasks(tasks))
         if self._device_rollout is not None:
             env_tasks = {k: jnp.asarray(v) for k, v in tasks.items()}
             start = time.perf_counter()
             out = self._device_rollout(params, env_tasks, key)
             traj = Trajectories(*(np.asarray(x) for x in jax.block_until_ready(out)))
-            self.timing = {"PolicyExecTime": 0.0, "EnvExecTime": time.perf_counter() - start}
+            self.stats = {"PolicyExecTime": 0.0, "EnvExecTime": time.perf_counter() - start,
+                          "NumDiverged": 0}
             return traj
         return self._host_rollout(params, tasks, key)
 
@@ -125,6 +144,7 @@ class Sampler:
         mask = np.zeros((m, r, t_max), np.float32)
         dones = np.zeros((m, r, t_max), np.float32)
         policy_time = env_time = 0.0
+        diverged_before = env.diverged_total
 
         start = time.perf_counter()
         obs = env.reset(tasks, r, seed=seed)
@@ -145,7 +165,8 @@ class Sampler:
             env_time += time.perf_counter() - start
             if not active.any():
                 break
-        self.timing = {"PolicyExecTime": policy_time, "EnvExecTime": env_time}
+        self.stats = {"PolicyExecTime": policy_time, "EnvExecTime": env_time,
+                      "NumDiverged": env.diverged_total - diverged_before}
         return Trajectories(
             observations=observations,
             actions=policy_out[..., :act_dim],
