@@ -235,7 +235,9 @@ class DeviceVectorEnv:
         m, r = num_tasks(tasks), require_positive_int("rollouts_per_task", rollouts_per_task)
         self._shape = (m, r)
         self._env_tasks = {k: jnp.asarray(np.repeat(v, r, axis=0)) for k, v in tasks.items()}
-        keys = jax.random.split(jax.random.PRNGKey(0 if seed is None else seed), m * r)
+        if seed is None:
+            seed = int(np.random.default_rng().integers(0, 2**31 - 1))
+        keys = jax.random.split(jax.random.PRNGKey(seed), m * r)
         self._obs = self._batched_init(keys, self._env_tasks)
         self._active = np.ones(m * r, dtype=bool)
         return np.asarray(self._obs).reshape(m, r, -1)

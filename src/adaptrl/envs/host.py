@@ -67,14 +67,15 @@ class MujocoPhysics:
     def _measure_actuator_map(self) -> np.ndarray:
         import mujoco
 
-        m, d = self.model, self._scratch
+        m = copy.copy(self.model)  # unclamped controls: a unit control must give the gear itself
+        m.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_CLAMPCTRL
+        d = mujoco.MjData(m)
         gmap = np.zeros((self.nu, self.nv))
         for i in range(self.nu):
             mujoco.mj_resetData(m, d)
             d.ctrl[i] = 1.0
             mujoco.mj_forward(m, d)
             gmap[i] = d.qfrc_actuator
-        mujoco.mj_resetData(m, d)
         return gmap
 
     def _kinematics(self, qpos: np.ndarray, qvel: np.ndarray) -> dict[str, np.ndarray]:

@@ -137,9 +137,15 @@ class MujocoFamily:
             )
         merged = {**self.task_options, **options}
         if "velocity_range" in merged:
-            lo, hi = (float(v) for v in merged["velocity_range"])
+            value = merged["velocity_range"]
+            try:
+                lo, hi = (float(v) for v in value)
+            except (TypeError, ValueError):
+                lo, hi = 1.0, 0.0
             if not lo <= hi:
-                raise ConfigError(f"{self.name}: velocity_range must be (low, high) with low <= high.")
+                raise ConfigError(
+                    f"{self.name}: velocity_range must be a pair (low, high) with low <= high, got {value!r}."
+                )
             merged["velocity_range"] = (lo, hi)
         for key in ("goal_radius", "log_scale_limit"):
             if key in merged and not float(merged[key]) >= 0:
