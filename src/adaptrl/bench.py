@@ -2,10 +2,13 @@
 
 ``sampler_benchmark`` times full batches of :class:`adaptrl.sampling.Sampler` (policy in the
 loop) and, on the same model and batch size, the raw simulator: for MuJoCo families one
-``mujoco.rollout`` call that steps every environment for ``horizon × frame_skip`` physics steps
-with random controls held over each frame skip (no policy, no Python per step); for JAX families
-the jitted environment dynamics alone in ``lax.scan``. Optionally it also times Gymnasium's own
-counterpart environment in a synchronous vector env (a Python loop over environments).
+``mujoco.rollout`` call that steps every environment for ``horizon × frame_skip`` physics steps,
+replaying open loop the actions of a sampler batch (no policy, no Python per step); for JAX
+families the jitted environment dynamics alone in ``lax.scan``. Replaying the sampler's actions
+matters: the cost of a MuJoCo step depends on the state (contacts), and uniform random controls
+make HalfCheetah's physics about 25% cheaper per step than the small actions of a fresh policy.
+Optionally it also times Gymnasium's own counterpart environment in a synchronous vector env
+(a Python loop over environments).
 """
 
 from __future__ import annotations
@@ -20,10 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptrl.envs import DeviceVectorEnv, HostVectorEnv, canonical_name, make
+from adaptrl.envs.base import env_action
 from adaptrl.envs.mujoco_families import FAMILIES as MUJOCO_FAMILIES
 from adaptrl.errors import ConfigError, require_positive_int
 from adaptrl.policies import init_params, make_policy, per_task
 from adaptrl.sampling import Sampler
+
+GYMNASIUM_MAX_ENVS = 100
+"""Envs in the Gymnasium comparison (its Python loop's rate per env-step does not depend on it)."""
 
 GYMNASIUM_COUNTERPARTS = {
     "HalfCheetah": "HalfCheetah-v5",
@@ -44,26 +51,31 @@ def _median_time(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
-def raw_mujoco_steps_per_s(env: HostVectorEnv, batch: int, horizon: int, repeats: int,
+def raw_mujoco_steps_per_s(env: HostVectorEnv, tasks, actions: np.ndarray, repeats: int,
                            seed: int = 0) -> float:
-    """Env-steps/s of one batched ``mujoco.rollout`` call over the whole horizon."""
+    """Env-steps/s of one batched ``mujoco.rollout`` call over the whole horizon.
+
+    It replays, open loop, the actions of a sampler batch (``actions``: ``[M, R, T, act]`` policy
+    actions, rescaled as the simulator does and held for the frame skip) from freshly reset
+    states, so the physics does the same kind of work as in the sampler: the ratio isolates the
+    cost of having the policy in the loop.
+    """
     import mujoco
     from mujoco import rollout
 
-    model, frame_skip = env.model, env.family.frame_skip
-    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
-    data = mujoco.MjData(model)
-    state0 = np.zeros(mujoco.mj_stateSize(model, spec))
-    mujoco.mj_getState(model, data, state0, spec)
-    initial = np.tile(state0, (batch, 1))
-    low, high = model.actuator_ctrlrange.T
-    rng = np.random.default_rng(seed)
-    control = np.repeat(rng.uniform(low, high, size=(batch, horizon, model.nu)), frame_skip, axis=1)
-    datas = [mujoco.MjData(model) for _ in range(env.num_threads)]
+    m, r, horizon, _ = actions.shape
+    env.reset(tasks, r, seed=seed)
+    initial = env._state.copy()
+    spec = env.spec
+    ctrl = env_action(actions.reshape(m * r, horizon, -1).astype(np.float64), spec.action_low,
+                      spec.action_high, spec.normalize_actions)
+    control = np.repeat(ctrl, env.family.frame_skip, axis=1)
+    model = env._models
+    datas = [mujoco.MjData(env.model) for _ in range(env.num_threads)]
     with rollout.Rollout(nthread=env.num_threads) as pool:
         pool.rollout(model, datas, initial, control[:, :1], nstep=1)  # warm the pool
         seconds = _median_time(lambda: pool.rollout(model, datas, initial, control), repeats)
-    return batch * horizon / seconds
+    return m * r * horizon / seconds
 
 
 def raw_device_steps_per_s(env: DeviceVectorEnv, tasks, rollouts: int, horizon: int,
@@ -97,8 +109,15 @@ def gymnasium_steps_per_s(env_name: str, num_envs: int, steps: int, seed: int = 
     if gym_id is None:
         raise ConfigError(f"no Gymnasium counterpart for {env_name}; valid families start with "
                           f"{', '.join(GYMNASIUM_COUNTERPARTS)}.")
-    vec = gymnasium.vector.SyncVectorEnv([lambda: gymnasium.make(gym_id)] * num_envs,
-                                         autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP)
+    import mujoco
+
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(lambda message: None)  # Gymnasium's assets use deprecated attributes
+    try:
+        vec = gymnasium.vector.SyncVectorEnv([lambda: gymnasium.make(gym_id)] * num_envs,
+                                             autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP)
+    finally:
+        mujoco.set_mju_user_warning(previous)
     vec.reset(seed=seed)
     actions = np.random.default_rng(seed).uniform(-1, 1, size=(steps, *vec.action_space.shape))
     start = time.perf_counter()
@@ -145,8 +164,8 @@ def sampler_benchmark(env_name: str, tasks: int, rollouts: int, horizon: int, *,
 
     say("raw batched stepping")
     if isinstance(env, HostVectorEnv):
-        raw_rate = raw_mujoco_steps_per_s(env, tasks * rollouts, horizon, repeats, seed)
-        raw_kind = "mujoco.rollout, one call over the horizon, random controls"
+        raw_rate = raw_mujoco_steps_per_s(env, task_batch, traj.actions, repeats, seed)
+        raw_kind = "mujoco.rollout, one call over the horizon, replaying the sampler's actions"
     else:
         raw_rate = raw_device_steps_per_s(env, task_batch, rollouts, horizon, repeats)
         raw_kind = "jitted JAX dynamics in lax.scan, random actions"
@@ -169,9 +188,9 @@ def sampler_benchmark(env_name: str, tasks: int, rollouts: int, horizon: int, *,
     }
     if gymnasium_steps:
         say("Gymnasium SyncVectorEnv")
-        gym_id, gym_rate = gymnasium_steps_per_s(env.spec.name, tasks * rollouts, gymnasium_steps,
-                                                 seed)
-        result.update(gymnasium_env=gym_id, gymnasium_steps_per_s=gym_rate,
+        gym_envs = min(tasks * rollouts, GYMNASIUM_MAX_ENVS)
+        gym_id, gym_rate = gymnasium_steps_per_s(env.spec.name, gym_envs, gymnasium_steps, seed)
+        result.update(gymnasium_env=gym_id, gymnasium_envs=gym_envs, gymnasium_steps_per_s=gym_rate,
                       gymnasium_ratio=gym_rate / raw_rate)
     env.close()
     return result

@@ -48,8 +48,8 @@ def _parser() -> argparse.ArgumentParser:
         "Collect full batches (TASKS x ROLLOUTS trajectories of HORIZON steps) with the default "
         "policy and report env-steps/s of the sampler and, in the same process on the same model "
         "and batch size, of raw batched mujoco.rollout stepping with the same frame skip (one "
-        "call over the whole horizon, random controls). For JAX families the raw reference is "
-        "the jitted dynamics alone."))
+        "call over the whole horizon replaying the sampler's actions open loop). For JAX families "
+        "the raw reference is the jitted dynamics alone."))
     sampler.add_argument("--env", default="HalfCheetahRandDirec", help="task family")
     sampler.add_argument("--tasks", type=int, default=40, help="tasks per batch (default 40)")
     sampler.add_argument("--rollouts", type=int, default=20, help="trajectories per task (default 20)")
