@@ -134,7 +134,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     lengths = traj.mask.sum(-1)
     labels = []
     for i in range(args.tasks):
-        desc = [np.array2string(np.asarray(v[i]), precision=2, threshold=4) for v in tasks.values()]
+        desc = [_describe(np.asarray(v[i])) for v in tasks.values()]
         labels.append(", ".join(desc))
         table.add_row(str(i), *desc, f"{returns[i].mean():.2f}", f"{returns[i].std():.2f}",
                       f"{lengths[i].mean():.1f}")
@@ -149,6 +149,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
     png_path = plot_task_returns(returns, labels, env.spec.name, os.path.join(args.out, "returns.png"))
     console.print(f"{traj.num_env_steps} env steps · wrote {csv_path} and {png_path}")
     env.close()
+
+
+def _describe(value) -> str:
+    """Short text of a task entry: ``-1``, ``(0.31, -0.95)``, or ``[6 values]``."""
+    if value.ndim == 0:
+        return f"{float(value):.3g}"
+    if value.size <= 3:
+        return "(" + ", ".join(f"{float(x):.3g}" for x in value.ravel()) + ")"
+    return f"[{value.size} values]"
 
 
 def cmd_bench_sampler(args: argparse.Namespace) -> None:

@@ -132,6 +132,20 @@ def check_tasks(tasks: Tasks, example: Tasks, family: str) -> Tasks:
     return tasks
 
 
+def merge_task_options(family: str, defaults: Mapping[str, Any], options: Mapping[str, Any],
+                       common: str) -> dict[str, Any]:
+    """``defaults`` updated with ``options``; unknown option names raise a :class:`ConfigError`
+    listing the valid ones (``common`` names the options every family of the kind takes)."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        valid = ", ".join(sorted(defaults)) or "none"
+        raise ConfigError(
+            f"{family}: unknown option(s) {', '.join(unknown)}. Valid task options: {valid}; "
+            f"every family also takes {common}."
+        )
+    return {**defaults, **options}
+
+
 TaskSampler = Callable[[np.random.Generator, int], Tasks]
 
 

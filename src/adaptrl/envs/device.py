@@ -36,7 +36,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adaptrl.envs.base import EnvSpec, Tasks, check_tasks, env_action, num_tasks, signs
+from adaptrl.envs.base import (
+    EnvSpec,
+    Tasks,
+    check_tasks,
+    env_action,
+    merge_task_options,
+    num_tasks,
+    signs,
+)
 from adaptrl.errors import ConfigError, require_positive_int
 
 CORNERS = np.array([[-2.0, -2.0], [2.0, -2.0], [-2.0, 2.0], [2.0, 2.0]])
@@ -65,14 +73,7 @@ class DeviceFamily:
 
     def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Merge user task options with the defaults; reject unknown or malformed ones."""
-        unknown = sorted(set(options) - set(self.task_options))
-        if unknown:
-            valid = ", ".join(sorted(self.task_options)) or "none"
-            raise ConfigError(
-                f"{self.name}: unknown option(s) {', '.join(unknown)}. Valid task options: "
-                f"{valid}; every family also takes normalize_actions."
-            )
-        merged = {**self.task_options, **options}
+        merged = merge_task_options(self.name, self.task_options, options, "normalize_actions")
         if "reward_type" in merged and merged["reward_type"] not in REWARD_TYPES:
             raise ConfigError(
                 f"{self.name}: reward_type must be one of {', '.join(REWARD_TYPES)}, "

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from adaptrl.envs.base import Tasks, signs, unit_directions
+from adaptrl.envs.base import Tasks, merge_task_options, signs, unit_directions
 from adaptrl.errors import ConfigError
 
 Motion = dict[str, Any]
@@ -102,13 +102,14 @@ class MujocoFamily:
     paper: str = ""
     deviations: tuple[str, ...] = ()
     settotalmass: float | None = None
+    direction_dims: int = 1
 
     def sample_tasks(self, rng: np.random.Generator, n: int, options: dict[str, Any], model) -> Tasks:
         """Draw ``n`` tasks with the family's task options."""
         if self.rand_params is not None:
             return self.rand_params.sample(rng, n, model, float(options["log_scale_limit"]))
         key = self.task_keys[0]
-        if key == "direction" and self.tracked_dims == 1:
+        if key == "direction" and self.direction_dims == 1:
             return {key: signs(rng, n)}
         if key == "direction":
             return {key: unit_directions(rng, n)}
@@ -121,21 +122,10 @@ class MujocoFamily:
             return {key: np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=-1)}
         raise AssertionError(f"no sampler for task key {key}")
 
-    @property
-    def tracked_dims(self) -> int:
-        """1 for the forward/backward families, 2 for planar-direction and goal families."""
-        return 2 if self.name.endswith(("2D", "Goal")) else 1
-
     def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Merge user task options with the defaults; reject unknown or malformed ones."""
-        unknown = sorted(set(options) - set(self.task_options))
-        if unknown:
-            valid = ", ".join(sorted(self.task_options)) or "none"
-            raise ConfigError(
-                f"{self.name}: unknown option(s) {', '.join(unknown)}. Valid task options: "
-                f"{valid}; every family also takes normalize_actions and num_threads."
-            )
-        merged = {**self.task_options, **options}
+        merged = merge_task_options(self.name, self.task_options, options,
+                                    "normalize_actions and num_threads")
         if "velocity_range" in merged:
             value = merged["velocity_range"]
             try:
@@ -387,7 +377,7 @@ _add(MujocoFamily(
 ))
 _add(MujocoFamily(
     name="AntRandDirec2D", **_ANT,
-    reward=_direction2d_reward(0.5, 1.0), task_keys=("direction",),
+    reward=_direction2d_reward(0.5, 1.0), task_keys=("direction",), direction_dims=2,
     task_description="unit direction in the plane, angle uniform on [0, 2π)",
     paper="ProMP Fig. 2 (AntRandDirec)", deviations=ANT_DEV,
 ))
@@ -407,7 +397,7 @@ _add(MujocoFamily(
 ))
 _add(MujocoFamily(
     name="HumanoidRandDirec2D", **_HUMANOID,
-    reward=_humanoid_reward(two_d=True), task_keys=("direction",),
+    reward=_humanoid_reward(two_d=True), task_keys=("direction",), direction_dims=2,
     task_description="unit direction in the plane, angle uniform on [0, 2π)",
     paper="ProMP Fig. 2", deviations=HUMANOID_DEV,
 ))
