@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import warnings
+
+import gymnasium
 import pytest
 
+import adaptrl  # noqa: F401  (registers the Gymnasium ids)
 from adaptrl.envs import make
 
 
-@pytest.fixture
-def make_env():
-    """``make`` that closes every environment it made (host envs own a thread pool) at teardown."""
+def gym_make(name, **kwargs):
+    """``gymnasium.make("adaptrl/<name>-v0")`` without the checker's space-bound warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return gymnasium.make(f"adaptrl/{name}-v0", **kwargs)
+
+
+def closing(constructor):
+    """Generator for a fixture: yields ``constructor`` wrapped so that every environment it made
+    is closed at teardown (host envs own a thread pool)."""
     made = []
 
-    def factory(name, **options):
-        env = make(name, **options)
+    def factory(*args, **kwargs):
+        env = constructor(*args, **kwargs)
         made.append(env)
         return env
 
@@ -23,7 +34,19 @@ def make_env():
 
 
 @pytest.fixture
+def make_env():
+    """``adaptrl.envs.make`` that closes what it made."""
+    yield from closing(make)
+
+
+@pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Run in a temporary directory (MuJoCo writes MUJOCO_LOG.TXT to the cwd on warnings)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def gym_env():
+    """:func:`gym_make` that closes what it made."""
+    yield from closing(gym_make)

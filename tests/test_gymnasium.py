@@ -20,26 +20,6 @@ from adaptrl.errors import ConfigError
 ALL_NAMES = [*family_names(), *sorted(ALIASES)]
 
 
-def gym_make(name, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return gymnasium.make(f"adaptrl/{name}-v0", **kwargs)
-
-
-@pytest.fixture
-def gym_env():
-    made = []
-
-    def factory(name, **kwargs):
-        env = gym_make(name, **kwargs)
-        made.append(env)
-        return env
-
-    yield factory
-    for env in made:
-        env.close()
-
-
 def test_every_family_and_alias_registered():
     for name in ALL_NAMES:
         assert f"adaptrl/{name}-v0" in gymnasium.registry

@@ -65,12 +65,11 @@ def raw_mujoco_steps_per_s(env: HostVectorEnv, tasks, actions: np.ndarray, repea
 
     m, r, horizon, _ = actions.shape
     env.reset(tasks, r, seed=seed)
-    initial = env._state.copy()
+    model, initial = env.rollout_inputs()
     spec = env.spec
     ctrl = env_action(actions.reshape(m * r, horizon, -1).astype(np.float64), spec.action_low,
                       spec.action_high, spec.normalize_actions)
     control = np.repeat(ctrl, env.family.frame_skip, axis=1)
-    model = env._models
     datas = [mujoco.MjData(env.model) for _ in range(env.num_threads)]
     with rollout.Rollout(nthread=env.num_threads) as pool:
         pool.rollout(model, datas, initial, control[:, :1], nstep=1)  # warm the pool

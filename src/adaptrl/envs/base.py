@@ -146,6 +146,20 @@ def merge_task_options(family: str, defaults: Mapping[str, Any], options: Mappin
     return {**defaults, **options}
 
 
+def flat_step_actions(family: str, shape: tuple[int, int] | None, act_dim: int, actions) -> np.ndarray:
+    """Validate ``actions`` for a vector-env step (``reset`` called, shape ``[M, R, act_dim]``) and
+    return them as float64 ``[M·R, act_dim]``."""
+    if shape is None:
+        raise ConfigError("call reset(tasks, rollouts_per_task) before step().")
+    actions = np.asarray(actions, dtype=np.float64)
+    if actions.shape != (*shape, act_dim):
+        raise ConfigError(
+            f"{family}: actions must have shape {(*shape, act_dim)} ([tasks, rollouts, act_dim]), "
+            f"got {actions.shape}."
+        )
+    return actions.reshape(-1, act_dim)
+
+
 TaskSampler = Callable[[np.random.Generator, int], Tasks]
 
 

@@ -41,6 +41,7 @@ from adaptrl.envs.base import (
     Tasks,
     check_tasks,
     env_action,
+    flat_step_actions,
     merge_task_options,
     num_tasks,
     signs,
@@ -250,16 +251,8 @@ class DeviceVectorEnv:
 
     def step(self, actions: np.ndarray):
         """Vector-protocol step (see :meth:`adaptrl.envs.host.HostVectorEnv.step`)."""
-        if self._shape is None:
-            raise ConfigError("call reset(tasks, rollouts_per_task) before step().")
+        flat = flat_step_actions(self.family.name, self._shape, self.spec.act_dim, actions)
         m, r = self._shape
-        actions = np.asarray(actions, dtype=np.float64)
-        if actions.shape != (m, r, self.spec.act_dim):
-            raise ConfigError(
-                f"{self.family.name}: actions must have shape {(m, r, self.spec.act_dim)} "
-                f"([tasks, rollouts, act_dim]), got {actions.shape}."
-            )
-        flat = actions.reshape(m * r, -1)
         if not np.all(np.isfinite(flat[self._active])):
             raise ConfigError(f"{self.family.name}: non-finite actions; the policy produced NaN or inf.")
         flat = np.where(self._active[:, None], flat, 0.0)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from adaptrl.envs.base import EnvSpec, Tasks, check_tasks, env_action, num_tasks
+from adaptrl.envs.base import EnvSpec, Tasks, check_tasks, env_action, flat_step_actions, num_tasks
 from adaptrl.envs.mujoco_families import MujocoFamily, load_model
 from adaptrl.errors import ConfigError, require_positive_int
 
@@ -248,17 +248,9 @@ class HostVectorEnv:
             dict of ``[M, R]`` arrays (reward terms, ``diverged``). Finished episodes keep their
             last observation and get reward 0 and ``done = True``.
         """
-        if self._shape is None:
-            raise ConfigError("call reset(tasks, rollouts_per_task) before step().")
+        actions = flat_step_actions(self.family.name, self._shape, self.spec.act_dim, actions)
         m, r = self._shape
         b, nq, nv = m * r, self.physics.nq, self.physics.nv
-        actions = np.asarray(actions, dtype=np.float64)
-        if actions.shape != (m, r, self.spec.act_dim):
-            raise ConfigError(
-                f"{self.family.name}: actions must have shape {(m, r, self.spec.act_dim)} "
-                f"([tasks, rollouts, act_dim]), got {actions.shape}."
-            )
-        actions = actions.reshape(b, -1)
         idx = np.flatnonzero(self._active)
         all_active = idx.size == b
         reward = np.zeros(b)
@@ -336,6 +328,11 @@ class HostVectorEnv:
             done.reshape(m, r),
             {k: v.reshape(m, r) for k, v in info.items()},
         )
+
+    def rollout_inputs(self) -> tuple[Any, np.ndarray]:
+        """``(models, states)`` of the current batch as ``mujoco.rollout`` takes them: the model
+        (or one model per environment for RandParams) and the full-physics states ``[M·R, nstate]``."""
+        return self._models, self._state.copy()
 
     def physics_state(self) -> tuple[np.ndarray, np.ndarray]:
         """Current ``(qpos, qvel)``, ``[M, R, nq]`` and ``[M, R, nv]`` (for rendering and tests)."""
