@@ -1,7 +1,9 @@
 """``adaptrl`` command line.
 
-Verbs available now: ``envs`` (the task families), ``sample`` (random-policy returns per task,
-with a plot) and ``bench sampler`` (sampler throughput against raw batched MuJoCo stepping).
+Verbs: ``train`` (meta-train an algorithm preset into a run directory), ``eval`` (meta-test a
+run on fresh tasks for any number of adaptation steps), ``plot`` (curves of runs, mean ± std over
+seeds), ``envs`` (the task families), ``sample`` (random-policy returns per task, with a plot) and
+``bench sampler`` (sampler throughput against raw batched MuJoCo stepping).
 Bad input prints one ``error:`` line and exits with status 2.
 """
 
@@ -12,7 +14,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from adaptrl.errors import AdaptrlError
+from adaptrl.errors import AdaptrlError, ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
+    _add_train_parsers(verbs)
     envs = verbs.add_parser("envs", help="list the task families", description=(
         "List every task family: observation/action dimensions, default horizon, simulator "
         "backend and task distribution. Families are usable as adaptrl.envs.make(NAME) and "
@@ -61,6 +64,132 @@ def _parser() -> argparse.ArgumentParser:
     sampler.add_argument("--seed", type=int, default=0)
     sampler.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
+
+
+def _add_train_parsers(verbs) -> None:
+    from adaptrl.experiment.config import FIELD_HELP, PRESET_DESCRIPTIONS
+
+    algos = "\n".join(f"  {name:<11} {text}" for name, text in PRESET_DESCRIPTIONS.items())
+    settings = "\n".join(f"  {name:<21} {text}" for name, text in FIELD_HELP.items()
+                         if name not in ("algo", "env"))
+    train = verbs.add_parser(
+        "train", help="meta-train an algorithm", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Meta-train ALGO on the task family --env and write a run directory: config.yaml, "
+            "progress.csv (ProMP key names: Itr, n_timesteps, Step_k-AverageReturn, ...), "
+            "TensorBoard events, checkpoints/ and plots/. Ctrl-C writes a checkpoint; continue "
+            "with --resume RUN_DIR.\n\nalgorithms:\n" + algos
+            + "\n\nsettings for --set KEY=VALUE:\n" + settings))
+    train.add_argument("algo", nargs="?", help="algorithm preset (omit with --resume)")
+    train.add_argument("--env", help="task family (see `adaptrl envs`)")
+    train.add_argument("--preset", default="default", choices=("default", "paper"),
+                       help="paper: the ProMP paper's per-environment settings (App. D) on top of "
+                            "the algorithm's Table 1 values")
+    train.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+    train.add_argument("--iterations", type=int, default=None, help="outer iterations (default 1000)")
+    train.add_argument("--out", default=None, help="run directory (default runs/ALGO-ENV-seedN)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one setting (repeatable), e.g. --set inner_lr=0.05")
+    train.add_argument("--resume", metavar="RUN_DIR", default=None,
+                       help="continue RUN_DIR from its last checkpoint (--iterations may extend it)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    ev = verbs.add_parser("eval", help="meta-test a run on fresh tasks", description=(
+        "Load RUN_DIR's latest checkpoint, sample --tasks fresh tasks, adapt --adapt-steps times "
+        "(one freshly sampled batch per step; any K, not only the training K) and report the "
+        "mean return after every step with a 95% confidence interval across tasks. Writes "
+        "RUN_DIR/eval_kK.csv."))
+    ev.add_argument("run_dir")
+    ev.add_argument("--tasks", type=int, default=40, help="fresh tasks (default 40)")
+    ev.add_argument("--adapt-steps", type=int, default=None, help="adaptation steps (default: training K)")
+    ev.add_argument("--rollouts", type=int, default=None, help="trajectories per task and step "
+                    "(default: training value)")
+    ev.add_argument("--seed", type=int, default=None, help="seed of the test tasks (default: "
+                    "training seed + 1000003, disjoint from training)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+
+    plot = verbs.add_parser("plot", help="plot learning curves of runs", description=(
+        "Draw progress.csv curves of one or many run directories; runs with the same algorithm "
+        "and env are one curve, mean ± std across seeds. Default keys: the pre-update and the "
+        "final post-update average return."))
+    plot.add_argument("run_dirs", nargs="+")
+    plot.add_argument("--key", action="append", default=None, help="progress.csv column (repeatable)")
+    plot.add_argument("--x", default="n_timesteps", help="x-axis column (default n_timesteps; or Itr)")
+    plot.add_argument("--out", default="plot.png", help="output image (.png, .svg or .pdf)")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from adaptrl.experiment.config import build_config, parse_set
+    from adaptrl.experiment.trainer import load_run_config, train
+
+    console = Console(stderr=True)
+    if args.resume:
+        if args.algo or args.env or args.set or args.seed is not None or args.out:
+            raise ConfigError("--resume continues a run with its own config.yaml; give only "
+                              "--resume RUN_DIR (and optionally --iterations).")
+        config = load_run_config(args.resume)
+        if args.iterations is not None:
+            import dataclasses
+
+            config = dataclasses.replace(config, iterations=int(args.iterations))
+        run_dir = Path(args.resume)
+    else:
+        if not args.algo or not args.env:
+            raise ConfigError("train needs ALGO and --env (or --resume RUN_DIR); see adaptrl train --help.")
+        overrides = parse_set(args.set)
+        if args.seed is not None:
+            overrides["seed"] = args.seed
+        if args.iterations is not None:
+            overrides["iterations"] = args.iterations
+        config = build_config(args.algo, args.env, preset=args.preset, overrides=overrides)
+        run_dir = Path(args.out or f"runs/{config.algo}-{config.env}-seed{config.seed}")
+    console.print(f"[bold]{config.algo}[/bold] on {config.env}: {config.tasks_per_iter} tasks × "
+                  f"{config.rollouts_per_task} rollouts × {config.horizon} steps, K = {config.inner_steps}"
+                  f" → {run_dir}")
+    result = train(config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress)
+    if result.interrupted:
+        console.print(f"interrupted: checkpoint written; continue with adaptrl train --resume {run_dir}")
+        raise KeyboardInterrupt
+    last = result.rows[-1] if result.rows else {}
+    k = config.inner_steps
+    if last:
+        console.print(f"done: itr {int(last['Itr'])}, pre-update return {last['Step_0-AverageReturn']:.2f}, "
+                      f"post-update return {last[f'Step_{k}-AverageReturn']:.2f}; results in {run_dir}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from adaptrl.experiment.trainer import evaluate, write_eval
+
+    report = evaluate(args.run_dir, tasks=args.tasks, adapt_steps=args.adapt_steps,
+                      rollouts=args.rollouts, seed=args.seed)
+    path = write_eval(args.run_dir, report)
+    report.pop("result")
+    if args.json:
+        print(json.dumps(report))
+        return
+    table = Table(title=f"{args.run_dir} (iteration {report['iteration']}): {report['tasks']} fresh tasks")
+    for col in ("step", "mean return", "95% CI", "std across tasks"):
+        table.add_column(col, justify="right")
+    for row in report["rows"]:
+        table.add_row(str(row["step"]), f"{row['mean_return']:.2f}",
+                      f"[{row['ci95_low']:.2f}, {row['ci95_high']:.2f}]", f"{row['std_across_tasks']:.2f}")
+    console = Console()
+    console.print(table)
+    console.print(f"wrote {path}")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from adaptrl.plots import plot_runs
+
+    path = plot_runs(args.run_dirs, keys=args.key, out=args.out, x_key=args.x)
+    print(f"wrote {path}")
 
 
 def cmd_envs(args: argparse.Namespace) -> None:
@@ -196,7 +325,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``adaptrl`` command."""
     args = _parser().parse_args(argv)
     try:
-        if args.verb == "envs":
+        if args.verb == "train":
+            cmd_train(args)
+        elif args.verb == "eval":
+            cmd_eval(args)
+        elif args.verb == "plot":
+            cmd_plot(args)
+        elif args.verb == "envs":
             cmd_envs(args)
         elif args.verb == "sample":
             cmd_sample(args)

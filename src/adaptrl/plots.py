@@ -1,10 +1,35 @@
-"""PNG figures (matplotlib, headless)."""
+"""Figures (matplotlib, headless Agg backend).
+
+* :func:`plot_task_returns` — box plot of per-task returns (``adaptrl sample``).
+* :func:`plot_runs` — learning curves of training runs (``progress.csv`` + ``config.yaml`` folders),
+  seeds of the same configuration averaged into one curve with a ± std band.
+* :func:`plot_point_exploration` — PointCorners trajectories per adaptation step (ProMP Fig. 5).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import csv
+import math
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from adaptrl.errors import ConfigError, require_positive_int, unknown_name_error
+
+PROGRESS_FILE = "progress.csv"
+CONFIG_FILE = "config.yaml"
+DPI = 120
+FIGURE_FORMATS = (".png", ".svg", ".pdf")
+
+_RETURN_KEY = re.compile(r"^Step_(\d+)-AverageReturn$")
+_X_LABELS = {"n_timesteps": "environment steps", "Itr": "iteration"}
+# PointCorners goals (adaptrl.envs.device.CORNERS), repeated here to keep plotting free of JAX.
+_POINT_CORNERS = np.array([[-2.0, -2.0], [2.0, -2.0], [-2.0, 2.0], [2.0, 2.0]])
+_POINT_LIMIT = 3.0
 
 
 def _pyplot():
@@ -16,10 +41,31 @@ def _pyplot():
     return plt
 
 
+def _figure_path(out: str | Path) -> Path:
+    """``out`` as a Path with a supported image suffix (``.png`` added if it has none); parents made."""
+    path = Path(out)
+    if not path.suffix:
+        path = path.with_suffix(".png")
+    if path.suffix.lower() not in FIGURE_FORMATS:
+        raise ConfigError(f"cannot write a figure to {str(path)!r}: the file name must end in "
+                          f"{', '.join(FIGURE_FORMATS)}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _save(fig: Any, path: Path) -> Path:
+    plt = _pyplot()
+    try:
+        fig.savefig(path, dpi=DPI)
+    finally:
+        plt.close(fig)
+    return path
+
+
 def plot_task_returns(returns: np.ndarray, labels: Sequence[str], title: str, path: str) -> str:
     """Box plot of the returns of every task (``returns``: ``[tasks, rollouts]``); returns ``path``."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(labels) + 2), 3.6), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(labels) + 2), 3.6), dpi=DPI)
     ax.boxplot(np.asarray(returns).T, showmeans=True)
     ax.set_xticks(range(1, len(labels) + 1), [f"{i}\n{lab}" for i, lab in enumerate(labels)],
                   fontsize=7)
@@ -31,3 +77,365 @@ def plot_task_returns(returns: np.ndarray, labels: Sequence[str], title: str, pa
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Training runs
+# --------------------------------------------------------------------------------------------------
+
+def _run_folder(run_dir: str | Path) -> Path:
+    """The run directory of ``run_dir`` (which may also name its ``progress.csv``)."""
+    path = Path(run_dir)
+    if path.is_file() and path.suffix == ".csv":
+        return path.parent
+    if not path.exists():
+        raise ConfigError(f"run directory {str(path)!r} does not exist: expected a folder written by "
+                          f"`adaptrl train` (containing {PROGRESS_FILE} and {CONFIG_FILE}).")
+    if not path.is_dir():
+        raise ConfigError(f"{str(path)!r} is not a run directory: expected a folder written by "
+                          f"`adaptrl train` (containing {PROGRESS_FILE} and {CONFIG_FILE}).")
+    return path
+
+
+def _to_float(cell: str) -> float:
+    cell = cell.strip()
+    if not cell:
+        return math.nan
+    try:
+        return float(cell)
+    except ValueError:
+        return {"true": 1.0, "false": 0.0}.get(cell.lower(), math.nan)
+
+
+def read_progress(run_dir: str | Path) -> dict[str, np.ndarray]:
+    """Columns of ``run_dir/progress.csv`` as float arrays (one entry per iteration; blanks → nan).
+
+    ``run_dir`` may also be the CSV file itself. Rows shorter than the header (a run stopped while
+    writing) are padded with nan.
+    """
+    path = Path(run_dir)
+    if not (path.is_file() and path.suffix == ".csv"):
+        path = _run_folder(path) / PROGRESS_FILE
+        if not path.is_file():
+            raise ConfigError(f"no {PROGRESS_FILE} in {str(path.parent)!r}: expected a run directory "
+                              f"written by `adaptrl train` (containing {PROGRESS_FILE} and {CONFIG_FILE}).")
+    expected = "expected a header row of column names followed by one row of numbers per iteration"
+    try:
+        with path.open(newline="") as f:
+            rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ConfigError(f"cannot read {str(path)!r} ({e}): {expected}.") from e
+    if not rows:
+        raise ConfigError(f"{str(path)!r} is empty: {expected}.")
+    header = [name.strip() for name in rows[0]]
+    if any(not name for name in header) or len(set(header)) != len(header):
+        raise ConfigError(f"{str(path)!r} is malformed (empty or repeated column names in its header "
+                          f"{header}): {expected}.")
+    if all(not math.isnan(_to_float(name)) for name in header):
+        raise ConfigError(f"{str(path)!r} has no header row (its first row is all numbers): {expected}.")
+    n_cols = len(header)
+    values = np.full((len(rows) - 1, n_cols), np.nan)
+    for i, row in enumerate(rows[1:]):
+        if len(row) > n_cols:
+            raise ConfigError(f"{str(path)!r} is malformed: data row {i + 1} has {len(row)} cells but the "
+                              f"header has {n_cols} columns; {expected}.")
+        values[i, : len(row)] = [_to_float(cell) for cell in row]
+    return {name: values[:, j].copy() for j, name in enumerate(header)}
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """The hyperparameters in ``run_dir/config.yaml`` (``{}`` if the run has none)."""
+    import yaml
+
+    path = _run_folder(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read {str(path)!r} ({e}): expected a YAML mapping of "
+                          f"hyperparameter names to values.") from e
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"{str(path)!r} holds a {type(config).__name__}, expected a YAML mapping of "
+                          f"hyperparameter names to values.")
+    return config
+
+
+def _run_label(config: Mapping[str, Any], label_by: Sequence[str], folder: Path) -> str:
+    if not config or not any(k in config for k in label_by):
+        return folder.name
+    parts = []
+    for key in label_by:
+        value = config.get(key, "?")
+        parts.append(str(value) if key in ("algo", "env") else f"{key}={value}")
+    return " · ".join(parts)
+
+
+def _seed_order(run: Mapping[str, Any]) -> tuple[int, float, str]:
+    seed = run["config"].get("seed")
+    numeric = isinstance(seed, int | float) and not isinstance(seed, bool)
+    return (0 if numeric else 1, float(seed) if numeric else 0.0, str(run["dir"]))
+
+
+def group_runs(run_dirs: Sequence[str | Path],
+               label_by: Sequence[str] = ("algo", "env")) -> dict[str, list[dict[str, Any]]]:
+    """Read every run and group those whose ``config.yaml`` values for ``label_by`` coincide.
+
+    Returns ``{label: [run, ...]}`` in order of first appearance (runs sorted by seed); each run is a
+    dict with ``"dir"`` (Path), ``"config"`` (dict) and ``"progress"`` (:func:`read_progress`).
+    Runs without a config are labelled by their folder name. A repeated folder is read once.
+    """
+    if isinstance(run_dirs, str | Path):
+        run_dirs = [run_dirs]
+    if not run_dirs:
+        raise ConfigError("no run directories given: pass at least one folder written by `adaptrl train`.")
+    runs, seen = [], set()
+    for run_dir in run_dirs:
+        folder = _run_folder(run_dir)
+        if folder.resolve() in seen:
+            continue
+        seen.add(folder.resolve())
+        runs.append({"dir": folder, "config": read_config(folder), "progress": read_progress(run_dir)})
+    config_keys = {k for run in runs for k in run["config"]}
+    if config_keys:
+        for key in label_by:
+            if key not in config_keys:
+                raise unknown_name_error("config key", key, config_keys)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(_run_label(run["config"], label_by, run["dir"]), []).append(run)
+    return {label: sorted(members, key=_seed_order) for label, members in groups.items()}
+
+
+def align_runs(progresses: Sequence[Mapping[str, np.ndarray]], key: str,
+               x_key: str = "n_timesteps") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, mean, std)`` of column ``key`` across runs, on the first min-length rows.
+
+    ``x`` is the mean of ``x_key`` across runs; ``std`` is the (population) spread across runs, ignoring
+    nan cells. Every run must have both columns.
+    """
+    if not progresses:
+        raise ConfigError("no runs to align.")
+    n = min(len(p[key]) for p in progresses)
+    ys = np.stack([np.asarray(p[key], dtype=float)[:n] for p in progresses])
+    xs = np.stack([np.asarray(p[x_key], dtype=float)[:n] for p in progresses])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-nan cells stay nan
+        return np.nanmean(xs, axis=0), np.nanmean(ys, axis=0), np.nanstd(ys, axis=0)
+
+
+def _check_column(key: str, groups: Mapping[str, list[dict[str, Any]]]) -> None:
+    runs = [run for members in groups.values() for run in members]
+    available = {name for run in runs for name in run["progress"]}
+    if key not in available:
+        raise unknown_name_error("progress column", key, available)
+    for run in runs:
+        if key not in run["progress"]:
+            raise ConfigError(f"progress column {key!r} is missing from {str(run['dir'] / PROGRESS_FILE)!r} "
+                              f"(other runs have it); its columns: {', '.join(run['progress'])}.")
+
+
+def _last_return_step(members: Sequence[Mapping[str, Any]]) -> int | None:
+    """Highest ``k`` with a ``Step_k-AverageReturn`` column in every run of ``members``."""
+    common = set.intersection(*(set(run["progress"]) for run in members))
+    steps = [int(m.group(1)) for name in common if (m := _RETURN_KEY.match(name))]
+    return max(steps) if steps else None
+
+
+def _steps_title(k: int) -> str:
+    return f"{k} step" if k == 1 else f"{k} steps"
+
+
+def _panels(keys: Sequence[str] | None,
+            groups: Mapping[str, list[dict[str, Any]]]) -> list[tuple[str, dict[str, str]]]:
+    """``[(title, {group label: column})]``, one per subplot."""
+    if keys is not None:
+        if isinstance(keys, str):
+            keys = [keys]
+        if not keys:
+            raise ConfigError("keys is empty: name at least one progress.csv column to plot.")
+        for key in keys:
+            _check_column(key, groups)
+        panels = []
+        for key in keys:
+            m = _RETURN_KEY.match(key)
+            title = key
+            if m and int(m.group(1)) == 0:
+                title = "pre-update"
+            elif m:
+                title = f"after {_steps_title(int(m.group(1)))}"
+            panels.append((title, dict.fromkeys(groups, key)))
+        return panels
+    last = {label: _last_return_step(members) for label, members in groups.items()}
+    for label, k in last.items():
+        if k is None:
+            runs = ", ".join(str(run["dir"]) for run in groups[label])
+            raise ConfigError(f"the runs {runs} have no Step_k-AverageReturn columns in common; pass keys= "
+                              f"to choose the progress.csv columns to plot.")
+    panels = [("pre-update", {label: "Step_0-AverageReturn" for label in groups})]
+    if any(k for k in last.values()):
+        ks = sorted({k for k in last.values() if k})
+        what = _steps_title(ks[0]) if len(ks) == 1 else f"{'/'.join(map(str, ks))} steps"
+        panels.append((f"post-update ({what})",
+                       {label: f"Step_{k}-AverageReturn" for label, k in last.items() if k}))
+    return panels
+
+
+def plot_runs(run_dirs: Sequence[str | Path], keys: Sequence[str] | None = None,
+              out: str | Path = "plot.png", x_key: str = "n_timesteps",
+              label_by: Sequence[str] = ("algo", "env")) -> Path:
+    """Learning curves of training runs: one subplot per ``keys`` column, one curve per group of seeds.
+
+    Runs whose ``config.yaml`` agree on ``label_by`` form one curve, the mean over seeds (aligned on the
+    shortest run) with a ± std band, against the mean ``x_key``. By default plots
+    ``Step_0-AverageReturn`` (pre-update) and the last ``Step_K-AverageReturn`` (post-update).
+    Writes ``out`` (.png, .svg or .pdf) and returns its path.
+    """
+    groups = group_runs(run_dirs, label_by)
+    _check_column(x_key, groups)
+    panels = _panels(keys, groups)
+    for members in groups.values():
+        for run in members:
+            if not len(run["progress"][x_key]):
+                raise ConfigError(f"{str(run['dir'] / PROGRESS_FILE)!r} has a header but no iterations yet: "
+                                  f"expected one row of numbers per iteration.")
+    path = _figure_path(out)
+
+    plt = _pyplot()
+    colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 0.4, 3.8), dpi=DPI,
+                             squeeze=False, sharex=True)
+    for ax, (title, columns) in zip(axes[0], panels, strict=True):
+        for g, (label, members) in enumerate(groups.items()):
+            if label not in columns:
+                continue
+            color = colors[g % len(colors)]
+            x, mean, std = align_runs([run["progress"] for run in members], columns[label], x_key)
+            n = len(members)
+            ax.plot(x, mean, color=color, lw=1.6, marker="o" if len(x) == 1 else None,
+                    label=f"{label} ({n} {'seed' if n == 1 else 'seeds'})")
+            if n > 1:
+                ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+        ax.set_title(title)
+        ax.set_xlabel(_X_LABELS.get(x_key, x_key))
+        column = next(iter(columns.values()))
+        ax.set_ylabel("average return" if column.endswith("AverageReturn") else column)
+        if x_key == "n_timesteps":
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# PointCorners exploration (ProMP Fig. 5)
+# --------------------------------------------------------------------------------------------------
+
+def _as_batch(name: str, array: Any, ndim: int, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    a = np.asarray(array, dtype=float)
+    if a.ndim != ndim or (ndim == 4 and a.shape[-1] < 2) or (shape is not None and a.shape != shape):
+        want = {4: "[tasks, rollouts, time, 2]", 3: "[tasks, rollouts, time]"}[ndim]
+        if shape is not None:
+            want += f" = {list(shape)} (matching the observations)"
+        raise ConfigError(f"{name} has shape {list(a.shape)}, expected {want}.")
+    return a
+
+
+def _distinct_goal_tasks(goals: np.ndarray, limit: int = 4) -> list[int]:
+    """Index of the first task of each distinct goal (at most ``limit``)."""
+    chosen: list[int] = []
+    for i, goal in enumerate(goals):
+        if not any(np.allclose(goal, goals[j], atol=1e-6) for j in chosen):
+            chosen.append(i)
+        if len(chosen) == limit:
+            break
+    return chosen
+
+
+def plot_point_exploration(pre_observations: Sequence[np.ndarray], post_observations: np.ndarray,
+                           masks_pre: Sequence[np.ndarray], mask_post: np.ndarray, goals: np.ndarray,
+                           out: str | Path, *, goal_radius: float = 0.5, max_trajectories: int = 5,
+                           title: str | None = None) -> Path:
+    """PointCorners trajectories of every adaptation step, one subplot per goal corner (ProMP Fig. 5).
+
+    ``pre_observations[k]`` (``[tasks, rollouts, time, 2]``) is step ``k``'s pre-update batch,
+    ``post_observations`` the batch after the last step; masks are ``[tasks, rollouts, time]`` (1 on
+    real steps); ``goals`` ``[tasks, 2]``. Up to 4 tasks with distinct goals are drawn, with the goal's
+    sparse-reward region (``goal_radius``) shaded. Writes ``out`` and returns its path.
+    """
+    if len(pre_observations) != len(masks_pre):
+        raise ConfigError(f"got {len(pre_observations)} pre-update observation batches but "
+                          f"{len(masks_pre)} masks; expected one mask per batch.")
+    max_trajectories = require_positive_int("max_trajectories", max_trajectories)
+    if not goal_radius > 0:
+        raise ConfigError(f"goal_radius must be positive, got {goal_radius!r}.")
+    stages = []
+    for k, (obs, mask) in enumerate(zip(pre_observations, masks_pre, strict=True)):
+        o = _as_batch(f"pre_observations[{k}]", obs, 4)
+        stages.append((o, _as_batch(f"masks_pre[{k}]", mask, 3, o.shape[:3])))
+    o = _as_batch("post_observations", post_observations, 4)
+    stages.append((o, _as_batch("mask_post", mask_post, 3, o.shape[:3])))
+    n_tasks = stages[0][0].shape[0]
+    goals = np.asarray(goals, dtype=float)
+    if goals.ndim != 2 or goals.shape[0] != n_tasks or goals.shape[1] < 2:
+        raise ConfigError(f"goals has shape {list(goals.shape)}, expected [tasks, 2] = [{n_tasks}, 2].")
+    for k, (obs, _) in enumerate(stages):
+        if obs.shape[0] != n_tasks:
+            name = "post_observations" if k == len(stages) - 1 else f"pre_observations[{k}]"
+            raise ConfigError(f"{name} has {obs.shape[0]} tasks but pre_observations[0] has {n_tasks}.")
+    goals = goals[:, :2]
+    path = _figure_path(out)
+    n_steps = len(stages) - 1
+    labels = [f"step {k}" for k in range(n_steps)] + ["post-update"]
+    if n_steps:
+        labels[0] = "pre-update (step 0)"
+
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Circle, Patch
+
+    cmap = plt.get_cmap("YlGnBu")
+    colors = [cmap(v) for v in np.linspace(0.35, 1.0, len(stages))]
+    widths = [1.0] * n_steps + [1.6]
+    tasks = _distinct_goal_tasks(goals)
+    drawn = [o[tasks, :max_trajectories, :, :2][m[tasks, :max_trajectories] > 0.5] for o, m in stages]
+    extent = max([_POINT_LIMIT] + [float(np.nanmax(np.abs(d))) * 1.05 for d in drawn if d.size])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.3 * len(tasks) + 0.3, 3.9), dpi=DPI, squeeze=False,
+                             sharex=True, sharey=True)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        goal = goals[task]
+        for corner in _POINT_CORNERS:
+            if not np.allclose(corner, goal):
+                ax.add_patch(Circle(tuple(corner), goal_radius, facecolor="0.6", alpha=0.15,
+                                    edgecolor="0.5", linestyle="--", zorder=0))
+        ax.add_patch(Circle(tuple(goal), goal_radius, facecolor="tab:green", alpha=0.3,
+                            edgecolor="tab:green", zorder=0))
+        ax.plot(*goal, marker="*", color="tab:green", ms=8, zorder=1)
+        for (obs, mask), color, lw in zip(stages, colors, widths, strict=True):
+            for r in range(min(obs.shape[1], max_trajectories)):
+                valid = mask[task, r] > 0.5
+                if not valid.any():
+                    continue
+                xy = obs[task, r, :, :2].copy()
+                xy[~valid] = np.nan
+                ax.plot(xy[:, 0], xy[:, 1], color=color, lw=lw, alpha=0.9, zorder=2)
+                end = xy[np.flatnonzero(valid)[-1]]
+                ax.plot(*end, marker="o", ms=2.5, color=color, zorder=3)
+        ax.plot(0.0, 0.0, marker="+", color="k", ms=7, zorder=4)
+        ax.set_xlim(-extent, extent)
+        ax.set_ylim(-extent, extent)
+        ax.set_aspect("equal")
+        ax.set_title(f"goal ({goal[0]:g}, {goal[1]:g})")
+        ax.grid(alpha=0.2)
+    handles = [Line2D([], [], color=c, lw=lw, label=lab) for c, lw, lab in zip(colors, widths, labels,
+                                                                                strict=True)]
+    handles += [Patch(facecolor="tab:green", alpha=0.3, label=f"goal region (r = {goal_radius:g})"),
+                Patch(facecolor="0.6", alpha=0.15, edgecolor="0.5", linestyle="--", label="other corners")]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return _save(fig, path)

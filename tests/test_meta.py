@@ -1,0 +1,273 @@
+"""Meta-learner: differentiable adaptation (EST-0, OBJ-1), outer steps (ALG-1, ALG-2, ALG-5,
+ALG-6), E-MAML term (EST-4), learned step sizes, presets (ALG-7, HP-1)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from adaptrl import estimators as est
+from adaptrl.experiment.config import PRESETS, build_config
+from adaptrl.experiment.trainer import Experiment, sample_and_adapt
+from adaptrl.meta.adaptation import adapt, adapt_step, inner_objective, policy_log_prob
+from adaptrl.meta.batch import StepBatch, stack_steps, step
+from adaptrl.meta.learner import MetaLearner
+from adaptrl.meta.objectives import task_terms
+from adaptrl.policies import make_policy
+
+TINY = dict(tasks_per_iter=4, rollouts_per_task=3, horizon=12, hidden_sizes=(8,), iterations=2,
+            env_options={"reward_type": "dense"})
+
+
+def tiny_config(algo="promp", env="PointCorners", **overrides):
+    return build_config(algo, env, overrides={**TINY, **overrides})
+
+
+def random_batch(key, r=3, t=6, obs_dim=2, act_dim=1, m=None):
+    """A synthetic StepBatch for one task (or ``m`` tasks) with a few padded steps."""
+    lead = (r, t) if m is None else (m, r, t)
+    ks = jax.random.split(key, 8)
+    mask = jnp.ones(lead).at[..., -2:].set(0.0).at[..., 0, -3].set(0.0)
+    return StepBatch(
+        observations=jax.random.normal(ks[0], (*lead, obs_dim)),
+        actions=jax.random.normal(ks[1], (*lead, act_dim)),
+        mask=mask,
+        rewards=jax.random.normal(ks[2], lead) * mask,
+        advantages=jax.random.normal(ks[3], lead) * mask,
+        dice_rewards=jax.random.normal(ks[4], lead) * mask,
+        logp_old=jax.random.normal(ks[5], lead) - 1.0,
+        means_old=0.1 * jax.random.normal(ks[6], (*lead, act_dim)),
+        log_stds_old=0.1 * jax.random.normal(ks[7], (*lead, act_dim)),
+        reward_z=jnp.asarray(0.7) if m is None else jnp.linspace(-1, 1, m),
+    )
+
+
+@pytest.fixture(scope="module")
+def small_policy():
+    policy = make_policy(1, hidden_sizes=(5,))
+    params = policy.init(jax.random.PRNGKey(1), jnp.zeros((1, 2)))
+    return policy, params
+
+
+@pytest.mark.parametrize("kind", ["pgt", "lvc", "likelihood_ratio", "dice"])
+def test_meta_gradient_is_I_plus_alpha_H_times_outer_gradient(small_policy, kind):
+    """EST-0: autodiff through the inner step applies (I + αĤ) exactly (≤ 500 parameters)."""
+    policy, params = small_policy
+    flat, unravel = ravel_pytree(params)
+    assert flat.size <= 500
+    pre, post = random_batch(jax.random.PRNGKey(2)), random_batch(jax.random.PRNGKey(3))
+    alpha = 0.3
+
+    def inner(p):
+        return inner_objective(kind, policy_log_prob(policy.apply, p, pre)[0], pre, "per_trajectory")
+
+    def outer(p):
+        return est.pgt_from_advantages(policy_log_prob(policy.apply, p, post)[0], post.advantages, post.mask)
+
+    def meta(f):
+        adapted = adapt_step(policy.apply, unravel(f), alpha, pre, kind=kind, reduction="per_trajectory")
+        return outer(adapted)
+
+    with jax.enable_x64(True):
+        flat64 = flat.astype(jnp.float64)
+        h = jax.hessian(lambda f: inner(unravel(f)))(flat64)
+        adapted = flat64 + alpha * jax.grad(lambda f: inner(unravel(f)))(flat64)
+        outer_grad = jax.grad(lambda f: outer(unravel(f)))(adapted)
+        expected = (jnp.eye(flat.size) + alpha * h) @ outer_grad
+        got = jax.grad(meta)(flat64)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_alpha_zero_meta_gradient_is_policy_gradient(small_policy):
+    """OBJ-1: with α = 0 the meta-gradient is the plain gradient of the outer surrogate."""
+    policy, params = small_policy
+    pre, post = random_batch(jax.random.PRNGKey(4)), random_batch(jax.random.PRNGKey(5))
+    from adaptrl.meta.objectives import OuterSpec
+
+    spec = OuterSpec("pgt", 1, "log_likelihood", float("inf"), False, "per_trajectory")
+    batches = stack_steps([pre, post])
+    got = jax.grad(lambda p: task_terms(policy.apply, spec, p, 0.0, batches).objective)(params)
+    want = jax.grad(lambda p: est.pgt_from_advantages(policy_log_prob(policy.apply, p, post)[0],
+                                                      post.advantages, post.mask))(params)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_multi_step_adaptation_uses_one_batch_per_step(small_policy):
+    """ALG-6/OBJ-1: step k uses batch k (and only it); the chain is a composition of steps."""
+    policy, params = small_policy
+    batches = [random_batch(jax.random.PRNGKey(10 + k)) for k in range(3)]
+    chain = adapt(policy.apply, params, 0.2, batches, kind="lvc", reduction="per_step")
+    assert len(chain) == 4
+    manual = params
+    for k in range(3):
+        manual = adapt_step(policy.apply, manual, 0.2, batches[k], kind="lvc", reduction="per_step")
+        np.testing.assert_allclose(ravel_pytree(chain[k + 1])[0], ravel_pytree(manual)[0], rtol=1e-6)
+    swapped = adapt(policy.apply, params, 0.2, [batches[1], batches[0], batches[2]], kind="lvc",
+                    reduction="per_step")
+    assert not np.allclose(ravel_pytree(swapped[-1])[0], ravel_pytree(chain[-1])[0])
+
+
+def test_sample_and_adapt_samples_k_plus_one_batches_with_adapted_params():
+    """OBJ-1/ALG-6: K inner steps consume K pre-update batches plus one post-update batch."""
+    config = tiny_config(inner_steps=2)
+    exp = Experiment.build(config)
+    calls = []
+    collect = exp.sampler.collect
+
+    def counting(params, tasks, key):
+        calls.append(ravel_pytree(jax.tree_util.tree_map(lambda x: x[0], params))[0])
+        return collect(params, tasks, key)
+
+    exp.sampler.collect = counting
+    state = exp.learner.init(jax.random.PRNGKey(0))
+    tasks = exp.env.sample_tasks(config.tasks_per_iter, seed=0)
+    result = sample_and_adapt(exp, state.meta_params, tasks, jax.random.PRNGKey(1), 2)
+    assert len(calls) == 3 and len(result.trajectories) == 3
+    assert not np.allclose(calls[0], calls[1]) and not np.allclose(calls[1], calls[2])
+    np.testing.assert_allclose(calls[0], ravel_pytree(state.meta_params["policy"])[0])
+
+
+def _batches_for(config, seed=0):
+    exp = Experiment.build(config)
+    state = exp.learner.init(jax.random.PRNGKey(seed))
+    tasks = exp.env.sample_tasks(config.tasks_per_iter, seed=seed)
+    result = sample_and_adapt(exp, state.meta_params, tasks, jax.random.PRNGKey(seed + 1),
+                              config.inner_steps)
+    return exp, state, stack_steps(result.batches)
+
+
+def test_promp_with_one_step_no_clip_no_kl_equals_lvc_vpg():
+    """ALG-5: N = 1, ε = ∞, η = 0 makes a ProMP iteration an LVC-VPG iteration."""
+    promp = tiny_config("promp", outer_steps=1, clip_eps=float("inf"), kl_coef=0.0)
+    lvc = tiny_config("lvc-vpg")
+    exp, state, batches = _batches_for(promp)
+    new_promp, _ = exp.learner.update(state, batches)
+    lvc_learner = MetaLearner(lvc, exp.env.spec.obs_dim, exp.env.spec.act_dim)
+    new_lvc, _ = lvc_learner.update(lvc_learner.init(jax.random.PRNGKey(0)), batches)
+    a, b = ravel_pytree(new_promp.meta_params)[0], ravel_pytree(new_lvc.meta_params)[0]
+    assert not np.allclose(a, ravel_pytree(state.meta_params)[0])
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_promp_kl_penalty_is_zero_with_zero_gradient_at_the_start():
+    """ALG-5: at the first ProMP step θ = θ_o, so the inner KL is 0 and adds no gradient."""
+    config = tiny_config("promp", outer_steps=1)
+    exp, state, batches = _batches_for(config)
+    no_kl = dataclasses.replace(config, kl_coef=0.0)
+    with_kl_learner, no_kl_learner = exp.learner, MetaLearner(no_kl, 2, 2)
+    info = with_kl_learner.evaluate(state, batches)
+    assert info["KLInner"] < 1e-6
+    a, _ = with_kl_learner.update(state, batches)
+    b, _ = no_kl_learner.update(no_kl_learner.init(jax.random.PRNGKey(0)), batches)
+    np.testing.assert_allclose(ravel_pytree(a.meta_params)[0], ravel_pytree(b.meta_params)[0], rtol=1e-5,
+                               atol=1e-7)
+
+
+def test_trpo_outer_step_respects_the_kl_bound():
+    """ALG-2: the post-update policies' mean KL after a MAML-TRPO step is ≤ δ."""
+    config = tiny_config("maml-trpo", max_kl=0.005)
+    exp, state, batches = _batches_for(config)
+    new_state, info = exp.learner.update(state, batches)
+    assert info["Accepted"] == 1.0
+    after = exp.learner.evaluate(new_state, batches)
+    assert 0 < after["MeanKL"] <= 0.005 * (1 + 1e-4)
+    assert info["LossAfter"] < info["LossBefore"]
+
+
+def test_emaml_term_adds_exactly_its_gradient():
+    """EST-4: dropping the E-MAML term recovers MAML; the difference is the term's gradient."""
+    config = tiny_config("maml-vpg", loss_reduction="per_trajectory")
+    exp, state, batches = _batches_for(config)
+    plain = exp.learner
+    emaml = MetaLearner(dataclasses.replace(config, emaml=True), 2, 2)
+    theta = state.meta_params
+
+    def grads(learner):
+        return jax.grad(lambda mp: learner._loss(mp, batches, state.kl_coefs)[0])(theta)
+
+    diff = ravel_pytree(grads(emaml))[0] - ravel_pytree(grads(plain))[0]
+
+    def term(mp):
+        pre = step(batches, 0)
+
+        def one(b, z):
+            logp = policy_log_prob(plain.apply, mp["policy"], b)[0]
+            return est.emaml_pre_term(logp, b.mask, z)
+
+        per_task = jax.vmap(one)(pre, step(batches, 1).reward_z)
+        return -jnp.mean(per_task)
+
+    np.testing.assert_allclose(diff, ravel_pytree(jax.grad(term)(theta))[0], rtol=1e-4, atol=1e-6)
+    assert np.abs(diff).max() > 1e-6
+
+
+def test_learned_step_size_receives_gradient_and_trains():
+    """The per-parameter step size (Meta-SGD style) is a meta-parameter the optimizer updates."""
+    config = tiny_config("maml-vpg", learn_inner_lr=True, inner_lr=0.05)
+    exp, state, batches = _batches_for(config)
+    assert set(state.meta_params) == {"policy", "inner_lr"}
+    new_state, _ = exp.learner.update(state, batches)
+    before = ravel_pytree(state.meta_params["inner_lr"])[0]
+    after = ravel_pytree(new_state.meta_params["inner_lr"])[0]
+    np.testing.assert_allclose(before, 0.05)
+    assert np.abs(after - before).max() > 1e-5
+
+
+def test_adaptive_kl_coefficient_rule():
+    """ProMP's adaptive η (reference §7.2): ÷2 below target/1.5, ×2 above 1.5·target."""
+    base = tiny_config("promp", adaptive_kl=True, kl_coef=1e-3, outer_steps=2)
+    exp, state, batches = _batches_for(base)
+    low = MetaLearner(dataclasses.replace(base, target_kl=1e3), 2, 2)
+    high = MetaLearner(dataclasses.replace(base, target_kl=1e-12), 2, 2)
+    s_low, _ = low.update(low.init(jax.random.PRNGKey(0)), batches)
+    s_high, _ = high.update(high.init(jax.random.PRNGKey(0)), batches)
+    np.testing.assert_allclose(s_low.kl_coefs, 5e-4, rtol=1e-6)
+    np.testing.assert_allclose(s_high.kl_coefs, 2e-3, rtol=1e-6)
+
+
+def test_vpg_outer_step_is_one_adam_step():
+    """ALG-1: one Adam step of size β on the first update moves every coordinate by ≈ β."""
+    config = tiny_config("maml-vpg", outer_lr=1e-3)
+    exp, state, batches = _batches_for(config)
+    new_state, info = exp.learner.update(state, batches)
+    delta = ravel_pytree(new_state.meta_params)[0] - ravel_pytree(state.meta_params)[0]
+    moved = np.abs(delta)[np.abs(delta) > 0]
+    np.testing.assert_allclose(moved, 1e-3, rtol=1e-2)
+    assert set(info) >= {"LossBefore", "LossAfter"}
+
+
+@pytest.mark.parametrize("algo", sorted(PRESETS))
+def test_every_preset_runs_two_iterations_without_nan(algo, tmp_path):
+    """ALG-7: every preset builds and runs 2 iterations on PointCorners without NaN."""
+    from adaptrl.experiment.trainer import train
+    from adaptrl.plots import read_progress
+
+    config = tiny_config(algo, inner_steps=2)
+    result = train(config, tmp_path / algo, show_progress=False, tensorboard=False, make_plots=False)
+    progress = read_progress(tmp_path / algo)
+    assert len(result.rows) == 2 and list(progress["Itr"]) == [0, 1]
+    for key in ("Step_0-AverageReturn", "Step_2-AverageReturn", "LossBefore", "LossAfter"):
+        assert np.all(np.isfinite(progress[key])), key
+
+
+def test_presets_match_promp_table_1():
+    """HP-1: Table 1 values and App. D overrides (inner steps, horizon, sizes, RandParams lr)."""
+    promp = build_config("promp", "HalfCheetahRandDirec", preset="paper")
+    assert (promp.tasks_per_iter, promp.rollouts_per_task, promp.hidden_sizes) == (40, 20, (64, 64))
+    assert (promp.outer_lr, promp.outer_steps, promp.clip_eps, promp.kl_coef) == (1e-3, 5, 0.3, 5e-4)
+    assert (promp.inner_steps, promp.inner_lr, promp.horizon) == (1, 0.1, 100)
+    assert build_config("maml-trpo", "HalfCheetahRandDirec").max_kl == 0.01
+    assert build_config("maml-vpg", "HalfCheetahRandDirec").outer_lr == 1e-3
+    assert build_config("promp", "PointCorners", preset="paper").inner_steps == 3
+    assert build_config("promp", "AntRandGoal", preset="paper").inner_steps == 2
+    assert build_config("maml-trpo", "HumanoidRandDirec", preset="paper").hidden_sizes == (128, 128)
+    hopper = build_config("promp", "HopperRandParams", preset="paper")
+    assert (hopper.inner_lr, hopper.outer_steps, hopper.adaptive_kl, hopper.horizon) == (0.05, 3, True, 200)
+    assert build_config("maml-trpo", "HopperRandParams", preset="paper").outer_steps == 1
+    assert build_config("promp", "WalkerFwdBack", preset="paper").env == "Walker2DRandDirec"

@@ -1,0 +1,159 @@
+"""Plots: reading run folders, grouping seeds, learning curves and the PointCorners picture."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from adaptrl.errors import AdaptrlError, ConfigError
+from adaptrl.plots import (
+    align_runs,
+    group_runs,
+    plot_point_exploration,
+    plot_runs,
+    plot_task_returns,
+    read_config,
+    read_progress,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+COLUMNS = ["Itr", "n_timesteps", "Step_0-AverageReturn", "Step_0-StdReturn", "Step_1-AverageReturn",
+           "Step_1-StdReturn", "Time-Sampling", "ItrTime", "LossBefore"]
+
+
+def write_run(root, name, algo, seed, n_itr, env="PointCorners", offset=0.0):
+    """A fake ``adaptrl train`` folder with ``n_itr`` iterations and inner_steps = 1."""
+    run = root / name
+    run.mkdir()
+    config = {"algo": algo, "env": env, "seed": seed, "inner_steps": 1, "inner_lr": 0.1, "n_itr": n_itr}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    lines = [",".join(COLUMNS)]
+    for i in range(n_itr):
+        row = [i, 1000 * (i + 1), -50 + i + offset, 3.0, -40 + 2 * i + offset, 2.0, 0.5, 0.7, ""]
+        lines.append(",".join(str(v) for v in row))
+    (run / "progress.csv").write_text("\n".join(lines) + "\n")
+    return run
+
+
+@pytest.fixture
+def runs(tmp_path):
+    return [
+        write_run(tmp_path, "promp_s0", "promp", 0, 6, offset=0.0),
+        write_run(tmp_path, "promp_s1", "promp", 1, 4, offset=2.0),
+        write_run(tmp_path, "maml_s0", "maml", 0, 5),
+        write_run(tmp_path, "maml_s1", "maml", 1, 5, offset=4.0),
+    ]
+
+
+def assert_png(path):
+    data = path.read_bytes()
+    assert len(data) > 1000 and data[:8] == PNG_MAGIC
+
+
+def test_read_progress_parses_blank_cells_as_nan(tmp_path):
+    (tmp_path / "progress.csv").write_text("Itr,n_timesteps,LossBefore\n0,100,\n1,200,nan\n2,300,0.5\n")
+    progress = read_progress(tmp_path)
+    assert list(progress) == ["Itr", "n_timesteps", "LossBefore"]
+    np.testing.assert_array_equal(progress["n_timesteps"], [100.0, 200.0, 300.0])
+    loss = progress["LossBefore"]
+    assert math.isnan(loss[0]) and math.isnan(loss[1]) and loss[2] == 0.5
+    # a truncated last row (run stopped while writing) is padded with nan
+    (tmp_path / "progress.csv").write_text("Itr,n_timesteps\n0,100\n1\n")
+    assert math.isnan(read_progress(tmp_path / "progress.csv")["n_timesteps"][1])
+
+
+def test_read_progress_errors_name_the_path(tmp_path):
+    with pytest.raises(ConfigError, match=r"no progress\.csv in .*expected a run directory"):
+        read_progress(tmp_path)
+    with pytest.raises(AdaptrlError, match="does not exist"):
+        read_progress(tmp_path / "missing")
+    csv_path = tmp_path / "progress.csv"
+    csv_path.write_text("")
+    with pytest.raises(ConfigError, match=r"progress\.csv' is empty: expected a header row"):
+        read_progress(tmp_path)
+    csv_path.write_text("a,b\n1,2,3\n")
+    with pytest.raises(ConfigError, match="malformed: data row 1 has 3 cells"):
+        read_progress(tmp_path)
+    csv_path.write_text("1,2\n3,4\n")
+    with pytest.raises(ConfigError, match="no header row"):
+        read_progress(tmp_path)
+
+
+def test_read_config(tmp_path, runs):
+    assert read_config(runs[0])["algo"] == "promp"
+    assert read_config(tmp_path) == {}
+
+
+def test_group_runs_by_algo_and_env(runs):
+    groups = group_runs(runs)
+    assert list(groups) == ["promp · PointCorners", "maml · PointCorners"]
+    assert [r["config"]["seed"] for r in groups["promp · PointCorners"]] == [0, 1]
+    assert len(group_runs(runs, label_by=("env",))) == 1
+    by_seed = group_runs(runs, label_by=("seed",))
+    assert sorted(by_seed) == ["seed=0", "seed=1"]
+    with pytest.raises(ConfigError, match=r"unknown config key 'algos'\. Did you mean 'algo'"):
+        group_runs(runs, label_by=("algos",))
+
+
+def test_align_runs_truncates_to_shortest(runs):
+    progresses = [r["progress"] for r in group_runs(runs)["promp · PointCorners"]]
+    x, mean, std = align_runs(progresses, "Step_0-AverageReturn")
+    assert len(x) == len(mean) == len(std) == 4
+    np.testing.assert_allclose(x, [1000, 2000, 3000, 4000])
+    np.testing.assert_allclose(mean, -50 + np.arange(4) + 1.0)
+    np.testing.assert_allclose(std, 1.0)
+
+
+def test_plot_runs_writes_png(tmp_path, runs):
+    out = plot_runs(runs, out=tmp_path / "figs" / "curves.png")
+    assert out == tmp_path / "figs" / "curves.png"
+    assert_png(out)
+    svg = plot_runs(runs[:1], keys=["LossBefore", "ItrTime"], out=tmp_path / "one.svg", x_key="Itr")
+    assert svg.read_text().lstrip().startswith("<?xml")
+
+
+def test_plot_runs_unknown_key_lists_columns(tmp_path, runs):
+    with pytest.raises(ConfigError, match="unknown progress column 'Step_0-AverageRetrun'") as info:
+        plot_runs(runs, keys=["Step_0-AverageRetrun"], out=tmp_path / "x.png")
+    message = str(info.value)
+    assert "Did you mean 'Step_0-AverageReturn'" in message
+    assert all(c in message for c in COLUMNS)
+    with pytest.raises(ConfigError, match="unknown progress column 'timesteps'"):
+        plot_runs(runs, out=tmp_path / "x.png", x_key="timesteps")
+    with pytest.raises(ConfigError, match="must end in"):
+        plot_runs(runs, out=tmp_path / "x.jpg")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_runs_missing_progress(tmp_path, runs):
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match=r"no progress\.csv in .*empty_run"):
+        plot_runs([*runs, empty], out=tmp_path / "x.png")
+
+
+def test_plot_point_exploration_writes_png(tmp_path):
+    rng = np.random.default_rng(0)
+    n_tasks, n_roll, horizon, k_steps = 5, 3, 20, 2
+    steps = rng.uniform(-0.2, 0.2, size=(k_steps + 1, n_tasks, n_roll, horizon, 2))
+    obs = np.cumsum(steps, axis=3)
+    masks = np.ones((k_steps + 1, n_tasks, n_roll, horizon))
+    masks[..., 15:] = 0.0
+    masks[0, 0, 0] = 0.0  # an empty trajectory is skipped
+    corners = np.array([[-2.0, -2.0], [2.0, -2.0], [-2.0, 2.0], [2.0, 2.0]])
+    goals = corners[[0, 1, 1, 2, 3]]
+    out = plot_point_exploration(list(obs[:k_steps]), obs[k_steps], list(masks[:k_steps]), masks[k_steps],
+                                 goals, tmp_path / "explore.png", max_trajectories=2, title="ProMP")
+    assert_png(out)
+    with pytest.raises(ConfigError, match=r"mask_post has shape \[5, 3\]"):
+        plot_point_exploration(list(obs[:k_steps]), obs[k_steps], list(masks[:k_steps]),
+                               masks[k_steps, :, :, 0], goals, tmp_path / "bad.png")
+
+
+def test_plot_task_returns(tmp_path):
+    path = str(tmp_path / "returns.png")
+    assert plot_task_returns(np.ones((2, 3)), ["a", "b"], "Env", path) == path
+    assert_png(tmp_path / "returns.png")
