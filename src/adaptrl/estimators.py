@@ -1,0 +1,271 @@
+"""Meta-gradient estimator surrogates: pure JAX objectives whose derivatives are the estimators.
+
+Every surrogate here is a scalar whose first and second derivatives with respect to whatever
+parameters produced ``logp`` *are* the estimator (spec §5, EST-0…EST-4, EST-7). They are plain
+functions of arrays, so they work for any differentiable ``logp`` (tabular softmax, Gaussian MLP),
+inside ``jit``/``vmap``/``grad``, and in a differentiable inner loop (EST-0).
+
+Conventions (spec §0, CONV-2, CONV-4, CONV-5):
+
+* Arrays are ``[N, T]``: N trajectories × T time steps (any leading shape ``[..., T]`` works; the
+  "mean over trajectories" is then the mean over all leading entries).
+* ``mask`` is 1.0 on real steps and 0.0 on padding. Every input is masked inside: padded entries
+  are replaced by exactly 0 (``jnp.where``), so arbitrary — even non-finite — padding changes
+  neither values nor gradients.
+* Discounting is folded into the reward, r_t := γ^t r_t with the absolute time index t ([000] §3),
+  so the reward-to-go is Ψ_t = Σ_{t'≥t} γ^{t'} r_{t'} (:func:`reward_to_go`).
+* ⊥ is ``jax.lax.stop_gradient`` (it blocks every derivative order); □(x) = exp(x − ⊥x) is the
+  MagicBox (:func:`magic_box`, CONV-2).
+* A surrogate's value is (1/N)·Σ_n Σ_t (per-step surrogate): the mean over trajectories of the
+  per-trajectory sum. Multiply by :func:`per_step_scale` to get a mean over real time steps
+  instead (the original code's loss normalisation). The exception is :func:`emaml_pre_term`,
+  which sums over the N pre-update trajectories (GRAD-4).
+* Baselines ``baseline`` are ``[N, T]`` arrays in the units of Ψ_t (an estimate of
+  Σ_{t'≥t} γ^{t'} r_{t'} from s_t, i.e. *including* the γ^t factor) and are treated as constants
+  (⊥). They must not depend on a_t (CV-5).
+
+Hessian content (spec HESS-1/HESS-2, EST-7), with g_t = ∇log π(a_t|s_t), l_t = log π(a_t|s_t):
+
+* H1 = E[Σ_t g_t g_tᵀ Ψ_t], H2 = E[Σ_t ∇²l_t Ψ_t], H12 = E[Σ_t Σ_{t'>t} g_t g_{t'}ᵀ Ψ_{t'}],
+  and ∇²J = H1 + H2 + H12 + H12ᵀ.
+
+* :func:`pgt` — first order unbiased; E[∇²] = H2 (with a state baseline b:
+  H2 + Σ_t E[b(s_t) F(s_t)]).
+* :func:`dice` — first order unbiased; E[∇²] = H1 + H2 + H12 + H12ᵀ = ∇²J (also with a baseline).
+* :func:`lvc` — first order unbiased; E[∇²] = H1 + H2 (also with a state baseline).
+
+where F(s) = E_{a∼π(·|s)}[g gᵀ] is the Fisher matrix at s (E_a[∇²log π] = −F).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+from jax.typing import ArrayLike
+
+__all__ = [
+    "ESTIMATORS",
+    "clipped_ratio",
+    "dice",
+    "discount_weights",
+    "emaml_pre_term",
+    "likelihood_ratio",
+    "lvc",
+    "lvc_from_advantages",
+    "magic_box",
+    "per_step_scale",
+    "pgt",
+    "pgt_from_advantages",
+    "reward_to_go",
+]
+
+_sg = jax.lax.stop_gradient
+
+
+def _masked(x: ArrayLike, mask: ArrayLike) -> Array:
+    """``x · mask`` with padded entries (mask ≤ 0) set to exactly 0, even where ``x`` is inf/NaN.
+
+    The cotangent reaching ``x`` on padded entries is exactly 0, so padding never contributes to
+    any derivative."""
+    x, mask = jnp.asarray(x), jnp.asarray(mask)
+    return jnp.where(mask > 0, x * mask, jnp.zeros((), jnp.result_type(x, mask)))
+
+
+def _mean_of_sums(per_step: Array) -> Array:
+    """(1/N)·Σ_n Σ_t per_step[n, t]: sum over time (last axis), mean over the trajectories."""
+    return jnp.mean(jnp.sum(per_step, axis=-1))
+
+
+def _advantages(rewards: ArrayLike, mask: ArrayLike, gamma: float | ArrayLike,
+                baseline: ArrayLike | None) -> Array:
+    """Ψ_t − b_t (masked), the weight of the score-function terms of :func:`pgt` and :func:`lvc`."""
+    psi = reward_to_go(rewards, mask, gamma=gamma)
+    if baseline is None:
+        return psi
+    return psi - _masked(baseline, mask)
+
+
+def discount_weights(T: int, gamma: float | ArrayLike, dtype: jnp.dtype | None = None) -> Array:
+    """The folded-discount factors ``[γ^0, γ^1, …, γ^{T−1}]`` (spec §0: r_t := γ^t r_t, [000] §3).
+
+    ``0^0 = 1``, so ``gamma = 0`` keeps only the first reward."""
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    return jnp.power(jnp.asarray(gamma, dtype), jnp.arange(T, dtype=dtype))
+
+
+def reward_to_go(rewards: ArrayLike, mask: ArrayLike, *, gamma: float | ArrayLike = 1.0) -> Array:
+    """Discount-folded reward-to-go Ψ_t = Σ_{t'=t}^{T−1} γ^{t'} r_{t'} mask_{t'}, shape ``[N, T]``.
+
+    The factor is γ^{t'} with the *absolute* time index t' (spec §0 notation, CONV-5;
+    [000] §3, App. B.1 Eq. 41–42), not γ^{t'−t}: the discount is folded into the reward, so
+    Ψ_0 is the discounted return R(τ) and Ψ_t is in the same units as every surrogate here.
+    Padded steps contribute nothing (and Ψ_t is 0 on them).
+    """
+    rewards = jnp.asarray(rewards)
+    dtype = jnp.result_type(rewards, float)
+    r = _masked(rewards, mask) * discount_weights(rewards.shape[-1], gamma, dtype)
+    return jnp.flip(jnp.cumsum(jnp.flip(r, axis=-1), axis=-1), axis=-1)
+
+
+def magic_box(x: ArrayLike) -> Array:
+    """The MagicBox □(x) = exp(x − ⊥x) (spec CONV-2; [000] App. B.3.1 Eq. 66–68; [003] Eq. 5).
+
+    Value 1 at every point; ∇□(x) = □(x)∇x, so ∇□ = ∇x and ∇²□ = ∇x∇xᵀ + ∇²x when evaluated.
+    With x = log π_θ it is the weight π_θ/⊥π_θ (value 1, gradient g)."""
+    x = jnp.asarray(x)
+    return jnp.exp(x - _sg(x))
+
+
+def pgt_from_advantages(logp: ArrayLike, advantages: ArrayLike, mask: ArrayLike) -> Array:
+    """Score-function surrogate on given advantages: (1/N)·Σ_n Σ_t l_t·⊥A_t·mask_t.
+
+    The advantages are used as they are (already discounted/baselined/normalised by the caller)
+    and are constants (⊥). With A_t = Ψ_t − b(s_t) this is :func:`pgt` (EST-1, CONV-5;
+    [000] App. B.1 Eq. 41–42, App. B.3). Expected Hessian: H2 only when A = Ψ (see :func:`pgt`).
+    """
+    return _mean_of_sums(_masked(logp, mask) * _sg(_masked(advantages, mask)))
+
+
+def lvc_from_advantages(logp: ArrayLike, advantages: ArrayLike, mask: ArrayLike) -> Array:
+    """LVC surrogate on given advantages: (1/N)·Σ_n Σ_t □(l_t)·⊥A_t·mask_t, □(l) = π_θ/⊥π_θ.
+
+    Advantages are constants (⊥). With A_t = Ψ_t − b(s_t) this is :func:`lvc` (EST-3;
+    [000] Eq. 9–10, App. B.3.2 Eq. 82–101). Expected Hessian: H1 + H2 (see :func:`lvc`).
+    """
+    return _mean_of_sums(magic_box(_masked(logp, mask)) * _sg(_masked(advantages, mask)))
+
+
+def pgt(logp: ArrayLike, rewards: ArrayLike, mask: ArrayLike, *, gamma: float | ArrayLike = 1.0,
+        baseline: ArrayLike | None = None) -> Array:
+    """Policy-gradient-theorem surrogate ("MAML", EST-1): (1/N)·Σ_n Σ_t l_t·⊥(Ψ_t − b_t)·mask_t.
+
+    Paper: [000] App. B.1 Eq. 41–42 (forward form; equals the backward form
+    Σ_t (Σ_{t'≤t} l_{t'}) r_t, CONV-5) and App. B.3 (its Hessian); [001] Eq. 52.
+
+    * Gradient: Σ_t g_t(Ψ_t − b_t) per sample; unbiased with or without a state baseline.
+    * Per-sample Hessian: Σ_t ∇²l_t (Ψ_t − b_t).
+    * Expected Hessian (EST-7 row PGT): **H2** without a baseline — H1 and H12 + H12ᵀ are dropped.
+      With a state(-and-time) baseline b(s_t) the expected Hessian is no longer H2: since
+      E_a[∇²log π] = −F(s) (F(s) = E_a[g gᵀ], the Fisher matrix at s),
+      E[∇² pgt] = H2 − Σ_t E[b(s_t) E_a[∇²l_t]] = **H2 + Σ_t E[b(s_t) F(s_t)]**.
+      The first order is unaffected.
+    """
+    return pgt_from_advantages(logp, _advantages(rewards, mask, gamma, baseline), mask)
+
+
+def dice(logp: ArrayLike, rewards: ArrayLike, mask: ArrayLike, *, gamma: float | ArrayLike = 1.0,
+         baseline: ArrayLike | None = None) -> Array:
+    """DiCE surrogate (EST-2): (1/N)·Σ_n Σ_t [□(Σ_{t'≤t} l_{t'})·r_t + (1 − □(l_t))·⊥b_t]·mask_t.
+
+    r_t is discount-folded (γ^t r_t). Paper: [000] Eq. 7–8, App. B.3.1 Eq. 66–80; [001] Eq. 15–16;
+    [003] Eq. 5. The baseline term is the DiCE paper's baseline term (Foerster et al., 2018),
+    which uses only the current step's □(l_t) (not the cumulative one).
+
+    * Value: Σ_t r_t (the baseline term has value 0).
+    * Gradient: Σ_t (Σ_{t'≤t} g_{t'}) r_t − Σ_t g_t b_t = Σ_t g_t (Ψ_t − b_t); unbiased.
+    * Per-sample Hessian: Σ_t [(Σ_{t'≤t}g_{t'})(Σ_{t'≤t}g_{t'})ᵀ + Σ_{t'≤t}∇²l_{t'}] r_t
+      − Σ_t (g_t g_tᵀ + ∇²l_t) b_t.
+    * Expected Hessian (EST-7 row DiCE): **H1 + H2 + H12 + H12ᵀ = ∇²J**, with or without a state
+      baseline — the baseline term's expected Hessian −Σ_t E[b(s_t) E_a[∇²π/π]] is 0.
+
+    The cumulative log-probability is taken over masked ``logp`` (padding contributes 0).
+    """
+    logp_m = _masked(logp, mask)
+    rewards = jnp.asarray(rewards)
+    r = _masked(rewards, mask) * discount_weights(rewards.shape[-1], gamma, jnp.result_type(rewards, float))
+    per_step = magic_box(jnp.cumsum(logp_m, axis=-1)) * r
+    if baseline is not None:
+        per_step = per_step + (1.0 - magic_box(logp_m)) * _sg(_masked(baseline, mask))
+    return _mean_of_sums(_masked(per_step, mask))
+
+
+def lvc(logp: ArrayLike, rewards: ArrayLike, mask: ArrayLike, *, gamma: float | ArrayLike = 1.0,
+        baseline: ArrayLike | None = None) -> Array:
+    """Low-variance curvature surrogate (EST-3): (1/N)·Σ_n Σ_t □(l_t)·⊥(Ψ_t − b_t)·mask_t.
+
+    □(l_t) = π_θ(a_t|s_t)/⊥π_θ(a_t|s_t). Paper: [000] Eq. 9–10, App. B.3.2 Eq. 82–101;
+    [001] Eq. 17–18; [002] Eq. 5; [003] Eq. 6.
+
+    * Gradient: Σ_t g_t(Ψ_t − b_t) per sample; unbiased.
+    * Per-sample Hessian: Σ_t (g_t g_tᵀ + ∇²l_t)(Ψ_t − b_t) (the correct form, not the printed
+      cross-index one, ISS-3).
+    * Expected Hessian (EST-7 row LVC): **H1 + H2** (bias −(H12 + H12ᵀ)), also with a state
+      baseline, since E_a[g gᵀ + ∇²l] = E_a[∇²π/π] = 0.
+    """
+    return lvc_from_advantages(logp, _advantages(rewards, mask, gamma, baseline), mask)
+
+
+def likelihood_ratio(logp: ArrayLike, logp_old: ArrayLike, advantages: ArrayLike,
+                     mask: ArrayLike) -> Array:
+    """Importance-weighted surrogate J^LR (ALG-4): (1/N)·Σ_n Σ_t exp(l_t − ⊥l^old_t)·⊥A_t·mask_t.
+
+    Paper: [000] Eq. 12 (ProMP's inner objective); [001] Eq. 20; [002] Eq. 6. ``logp_old`` (the
+    sampling policy π_θo) and ``advantages`` (A^{π_θo}) are constants. At θ = θ_o (``logp_old``
+    equal to the value of ``logp``) its value, gradient and Hessian equal those of
+    :func:`lvc_from_advantages` with the same A — expected Hessian H1 + H2 when A = Ψ − b(s) —
+    and away from θ_o it accounts for the shift of the pre-update action distribution.
+    """
+    ratio = jnp.exp(_masked(logp, mask) - _sg(_masked(logp_old, mask)))
+    return _mean_of_sums(ratio * _sg(_masked(advantages, mask)))
+
+
+def clipped_ratio(logp: ArrayLike, logp_old: ArrayLike, advantages: ArrayLike, mask: ArrayLike, *,
+                  clip_eps: float) -> Array:
+    """PPO clipped surrogate J^CLIP (ALG-3):
+    (1/N)·Σ_n Σ_t min(ρ_t A_t, clip(ρ_t, 1 − ε, 1 + ε) A_t)·mask_t, ρ_t = exp(l_t − ⊥l^old_t).
+
+    Paper: [000] App. C Eq. 109 (used as the outer objective of ProMP, Eq. 13). ``logp_old`` and
+    ``advantages`` are constants. The gradient is 0 on steps in the clipped region
+    (ρ > 1 + ε with A > 0, or ρ < 1 − ε with A < 0). At θ = θ_o the value is Σ_t A_t and the
+    gradient is the policy gradient Σ_t g_t A_t (first-order match, Eq. 104); its Hessian there
+    is LVC's (H1 + H2 in expectation, as :func:`likelihood_ratio`). ``clip_eps = inf`` gives
+    exactly :func:`likelihood_ratio`.
+    """
+    ratio = jnp.exp(_masked(logp, mask) - _sg(_masked(logp_old, mask)))
+    adv = _sg(_masked(advantages, mask))
+    clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    return _mean_of_sums(_masked(jnp.minimum(ratio * adv, clipped * adv), mask))
+
+
+def emaml_pre_term(logp: ArrayLike, mask: ArrayLike, post_return: ArrayLike) -> Array:
+    """E-MAML (formulation II) pre-update credit term (EST-4, GRAD-4):
+    Σ_n Σ_t l^{(n)}_t·mask_t·⊥R̂' — a **sum** (not a mean) over the N pre-update trajectories.
+
+    Paper: [000] §3, App. A.2 Eq. 25–28 and Eq. 35 (no α; Eq. 3/37 print an extra α, ISS-4);
+    [001] Eq. 11, 48, App. C.1.2. Formulation II's update θ' = U(θ, τ^{1:N}) depends on all N
+    pre-update trajectories jointly, so ∇J^II = E[∇J_post + Σ_n ∇log π_θ(τ^{(n)})·R(τ')]: each of
+    the N log-likelihoods gets the full post-update return. Add this term to the outer surrogate
+    of a task whose inner step used :func:`pgt` (expected inner Hessian H2, EST-7 row E-MAML).
+
+    ``post_return`` R̂' is an estimate of the task's post-update return and is a constant (⊥).
+    What to use is an implementation choice (EST-4): typically the mean discounted return of the
+    task's post-update batch, optionally minus a baseline; the tests use the exact post-update
+    expected return. It is a scalar, or broadcastable against ``logp.shape[:-1]`` (e.g. one value
+    per task, shape ``[tasks, 1]``, for ``[tasks, N, T]`` inputs). The value of this term is
+    meaningless; its gradient is the estimator.
+    """
+    per_trajectory = jnp.sum(_masked(logp, mask), axis=-1)
+    return jnp.sum(per_trajectory * _sg(jnp.asarray(post_return)))
+
+
+def per_step_scale(mask: ArrayLike) -> Array:
+    """N / max(Σ mask, 1), a constant (⊥), for ``mask`` of shape ``[N, T]`` (N = all leading entries).
+
+    Multiplying any surrogate above by it turns "mean over trajectories of per-trajectory sums"
+    into "mean over real time steps", the loss normalisation of the original code. An all-padding
+    mask gives N (no division by zero, no exception — safe inside ``jit``).
+    """
+    mask = jnp.asarray(mask)
+    n = math.prod(mask.shape[:-1])
+    total = jnp.maximum(jnp.sum(mask), 1.0)
+    return _sg(jnp.asarray(n, total.dtype) / total)
+
+
+Estimator = Callable[..., Array]
+
+#: The three reward-based surrogates by name; each is ``f(logp, rewards, mask, *, gamma, baseline)``.
+ESTIMATORS: dict[str, Estimator] = {"pgt": pgt, "dice": dice, "lvc": lvc}
