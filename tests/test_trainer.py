@@ -1,0 +1,205 @@
+"""Trainer, run directory, checkpoints/resume, NaN stop, eval and the train/eval/plot CLI."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+
+import numpy as np
+import pytest
+import yaml
+
+from adaptrl.cli import main
+from adaptrl.experiment import trainer
+from adaptrl.experiment.checkpoints import load_checkpoint
+from adaptrl.experiment.config import build_config, config_from_dict, parse_set
+from adaptrl.experiment.trainer import TIME_KEYS, TrainingDiverged, evaluate, train
+from adaptrl.plots import read_progress
+
+TINY = dict(tasks_per_iter=4, rollouts_per_task=3, horizon=12, hidden_sizes=(8,), inner_steps=2,
+            env_options={"reward_type": "dense"})
+
+
+def tiny(algo="promp", **overrides):
+    return build_config(algo, "PointCorners", overrides={**TINY, **overrides})
+
+
+def rows_without_time(run_dir):
+    with open(run_dir / "progress.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in rows]
+
+
+def quiet_train(config, run_dir, **kwargs):
+    return train(config, run_dir, show_progress=False, tensorboard=False, make_plots=False, **kwargs)
+
+
+def test_run_directory_layout(tmp_path):
+    """design.md run directory: config.yaml, progress.csv with ProMP keys, TB events, checkpoint, plots."""
+    config = tiny(iterations=2)
+    run = tmp_path / "run"
+    result = train(config, run, show_progress=False)
+    assert config_from_dict(yaml.safe_load((run / "config.yaml").read_text())) == config
+    progress = read_progress(run)
+    for key in ("Itr", "n_timesteps", "Step_0-AverageReturn", "Step_2-AverageReturn", "Step_1-StdReturn",
+                "Time-Sampling", "Time-OuterStep", "ItrTime", "LossBefore", "LossAfter", "KLInner",
+                "KLCoeffInner"):
+        assert key in progress, key
+    # n_timesteps counts real steps: 3 sampling rounds × tasks × rollouts × horizon (no termination)
+    np.testing.assert_array_equal(progress["n_timesteps"], [3 * 4 * 3 * 12, 6 * 4 * 3 * 12])
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert load_checkpoint(run)["iteration"] == 2
+    assert (run / "plots" / "learning_curve.png").stat().st_size > 0
+    assert (run / "plots" / "exploration.png").stat().st_size > 0
+    assert len(result.rows) == 2
+
+
+def test_same_seed_same_progress(tmp_path):
+    """Everything seeded: two runs of one config write identical progress (timings aside)."""
+    config = tiny(iterations=2)
+    quiet_train(config, tmp_path / "a")
+    quiet_train(config, tmp_path / "b")
+    assert rows_without_time(tmp_path / "a") == rows_without_time(tmp_path / "b")
+    quiet_train(dataclasses.replace(config, seed=1), tmp_path / "c")
+    assert rows_without_time(tmp_path / "a") != rows_without_time(tmp_path / "c")
+
+
+@pytest.mark.parametrize("algo", ["promp", "maml-trpo"])
+def test_resume_continues_exactly(tmp_path, algo):
+    """An interrupted run resumed from its checkpoint writes the uninterrupted run's rows."""
+    config = tiny(algo, iterations=4, checkpoint_every=1)
+    quiet_train(config, tmp_path / "straight")
+
+    def interrupt(row):
+        if row["Itr"] == 1:
+            raise KeyboardInterrupt
+
+    result = quiet_train(config, tmp_path / "resumed", callback=interrupt)
+    assert result.interrupted
+    # the interrupt came after iteration 1 was logged: its row and checkpoint survive
+    assert load_checkpoint(tmp_path / "resumed")["iteration"] == 2
+    quiet_train(config, tmp_path / "resumed", resume=True)
+    assert rows_without_time(tmp_path / "resumed") == rows_without_time(tmp_path / "straight")
+
+
+def test_resume_drops_rows_after_the_checkpoint(tmp_path):
+    """Rows logged after the last checkpoint are rewritten on resume, not duplicated."""
+    config = tiny(iterations=3, checkpoint_every=2)
+    quiet_train(config, tmp_path / "straight")
+    run = tmp_path / "crashed"
+    quiet_train(config, run)
+    # simulate a crash after iteration 2 but before its checkpoint: the checkpoint says 2 done
+    assert load_checkpoint(run)["iteration"] == 3
+    import pickle
+
+    ckpt_path = run / "checkpoints" / "latest.pkl"
+    straight_two = tmp_path / "two"
+    quiet_train(dataclasses.replace(config, iterations=2), straight_two)
+    ckpt_path.write_bytes((straight_two / "checkpoints" / "latest.pkl").read_bytes())
+    assert pickle.loads(ckpt_path.read_bytes())["iteration"] == 2
+    quiet_train(config, run, resume=True)
+    assert rows_without_time(run) == rows_without_time(tmp_path / "straight")
+
+
+def test_nan_stops_with_clear_message_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    config = tiny(iterations=5, checkpoint_every=1)
+    real_update = trainer.MetaLearner.update
+    calls = {"n": 0}
+
+    def poisoned(self, state, batches):
+        new_state, info = real_update(self, state, batches)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            info = {**info, "LossAfter": float("nan")}
+        return new_state, info
+
+    monkeypatch.setattr(trainer.MetaLearner, "update", poisoned)
+    with pytest.raises(TrainingDiverged, match="iteration 2: non-finite LossAfter"):
+        quiet_train(config, tmp_path / "run")
+    assert load_checkpoint(tmp_path / "run")["iteration"] == 2
+    assert len(read_progress(tmp_path / "run")["Itr"]) == 2
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    config = tiny(iterations=1)
+    quiet_train(config, tmp_path / "run")
+    with pytest.raises(Exception, match="already holds a run"):
+        quiet_train(config, tmp_path / "run")
+
+
+def test_evaluate_any_number_of_steps(tmp_path):
+    """eval adapts any K (not only the training K) and reports a CI per step."""
+    config = tiny(iterations=1)
+    quiet_train(config, tmp_path / "run")
+    report = evaluate(tmp_path / "run", tasks=5, adapt_steps=4, rollouts=2)
+    assert [r["step"] for r in report["rows"]] == [0, 1, 2, 3, 4]
+    assert len(report["result"].trajectories) == 5
+    for r in report["rows"]:
+        assert r["ci95_low"] <= r["mean_return"] <= r["ci95_high"]
+    assert report["result"].trajectories[0].returns().shape == (5, 2)
+
+
+def test_config_set_parsing_and_errors():
+    assert parse_set(["inner_lr=0.05", "env_options.reward_type=dense"]) == {
+        "inner_lr": "0.05", "env_options": {"reward_type": "dense"}}
+    config = build_config("promp", "PointCorners", overrides={"hidden_sizes": "32,32",
+                                                               "adaptive_kl": "true"})
+    assert config.hidden_sizes == (32, 32) and config.adaptive_kl is True
+    with pytest.raises(Exception, match="unknown setting 'inner_lrr'.*inner_lr"):
+        build_config("promp", "PointCorners", overrides={"inner_lrr": "1"})
+    with pytest.raises(Exception, match="unknown algorithm 'prom'.*promp"):
+        build_config("prom", "PointCorners")
+    with pytest.raises(Exception, match="inner_steps must be an integer"):
+        build_config("promp", "PointCorners", overrides={"inner_steps": "1.5"})
+    with pytest.raises(Exception, match="max_kl must be > 0"):
+        build_config("maml-trpo", "PointCorners", overrides={"max_kl": "0"})
+    with pytest.raises(Exception, match="--set expects key=value"):
+        parse_set(["inner_lr"])
+
+
+def test_cli_train_eval_plot(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "lvc-vpg", "--env", "PointCorners", "--iterations", "2", "--out", str(run),
+            "--no-progress", "--seed", "3"]
+    for key, value in TINY.items():
+        if key == "env_options":
+            args += ["--set", "env_options.reward_type=dense"]
+        else:
+            args += ["--set", f"{key}={','.join(map(str, value)) if isinstance(value, tuple) else value}"]
+    assert main(args) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 3
+    assert main(["train", "--resume", str(run), "--iterations", "3", "--no-progress"]) == 0
+    assert list(read_progress(run)["Itr"]) == [0, 1, 2]
+    assert main(["eval", str(run), "--tasks", "3", "--adapt-steps", "1", "--json"]) == 0
+    assert (run / "eval_k1.csv").is_file()
+    assert main(["plot", str(run), "--out", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["train", "promp", "--env", "PointCornrs"]) == 2
+    assert "unknown environment 'PointCornrs'" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--env", "PointCorners"]) == 2
+    assert "--resume continues a run" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "nothing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_promp_raises_post_update_return_on_point_corners(tmp_path):
+    """ProMP on PointCorners (sparse reward, 3 steps) clearly raises the post-update return."""
+    config = build_config("promp", "PointCorners", preset="paper",
+                          overrides=dict(iterations=25, tasks_per_iter=20, rollouts_per_task=10))
+    result = quiet_train(config, tmp_path / "run")
+    post = np.array([r["Step_3-AverageReturn"] for r in result.rows])
+    assert post[-5:].mean() > 2 * post[:3].mean()
+
+
+def test_promp_learns_point_corners_quickly(tmp_path):
+    """A short ProMP run on PointCorners (dense reward) clearly raises the post-update return."""
+    config = build_config("promp", "PointCorners", overrides=dict(
+        iterations=15, tasks_per_iter=10, rollouts_per_task=10, horizon=20, inner_steps=1,
+        hidden_sizes=(32, 32), env_options={"reward_type": "dense"}, outer_lr=0.01))
+    result = quiet_train(config, tmp_path / "run")
+    post = np.array([r["Step_1-AverageReturn"] for r in result.rows])
+    pre = np.array([r["Step_0-AverageReturn"] for r in result.rows])
+    assert post[-3:].mean() > post[:3].mean() + 0.25 * abs(post[:3].mean())
+    assert post[-3:].mean() > pre[-3:].mean()
