@@ -145,9 +145,9 @@ def test_config_set_parsing_and_errors():
     config = build_config("promp", "PointCorners", overrides={"hidden_sizes": "32,32",
                                                                "adaptive_kl": "true"})
     assert config.hidden_sizes == (32, 32) and config.adaptive_kl is True
-    with pytest.raises(Exception, match="unknown setting 'inner_lrr'.*inner_lr"):
+    with pytest.raises(Exception, match=r"unknown setting 'inner_lrr'.*inner_lr"):
         build_config("promp", "PointCorners", overrides={"inner_lrr": "1"})
-    with pytest.raises(Exception, match="unknown algorithm 'prom'.*promp"):
+    with pytest.raises(Exception, match=r"unknown algorithm 'prom'.*promp"):
         build_config("prom", "PointCorners")
     with pytest.raises(Exception, match="inner_steps must be an integer"):
         build_config("promp", "PointCorners", overrides={"inner_steps": "1.5"})
