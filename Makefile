@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+DEMO_RUN := demo-output/promp-PointCorners
+
 demo: $(STAMP)
-	$(BIN)/adaptrl bench sampler --env HalfCheetahRandDirec --tasks 40 --rollouts 20 --horizon 100
-	$(BIN)/adaptrl sample --env HalfCheetahRandDirec --tasks 8 --rollouts 20 --out demo-output
-	@echo "demo: plot of random-policy returns per task in demo-output/returns.png"
+	rm -rf $(DEMO_RUN)
+	$(BIN)/adaptrl train promp --env PointCorners --preset paper --iterations 40 --seed 0 --out $(DEMO_RUN)
+	$(BIN)/adaptrl eval $(DEMO_RUN) --tasks 40
+	@echo "demo: learning curve in $(DEMO_RUN)/plots/learning_curve.png, ProMP Fig. 5 picture in $(DEMO_RUN)/plots/exploration.png"
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -32,6 +35,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sampler.py
+	$(BIN)/python benchmarks/meta_iteration.py
 
 clean:
 	rm -rf $(VENV) .jax_cache demo-output .pytest_cache
