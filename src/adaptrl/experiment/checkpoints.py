@@ -52,7 +52,7 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / CHECKPOINT_DIR / LATEST
     if not path.is_file():
         raise ConfigError(f"{run_dir} has no checkpoint ({path} is missing); it was stopped before "
-                          "its first checkpoint or is not a run directory.")
+                          "its first checkpoint (delete it and start again) or is not a run directory.")
     with open(path, "rb") as f:
         data = pickle.load(f)
     if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:

@@ -30,7 +30,7 @@ import numpy as np
 
 from adaptrl.envs import VectorEnv, make
 from adaptrl.errors import AdaptrlError, ConfigError
-from adaptrl.experiment.checkpoints import load_checkpoint, save_checkpoint
+from adaptrl.experiment.checkpoints import has_checkpoint, load_checkpoint, save_checkpoint
 from adaptrl.experiment.config import TrainConfig, config_from_dict
 from adaptrl.meta.batch import process_trajectories, return_stats, stack_steps
 from adaptrl.meta.learner import LearnerState, MetaLearner, tree_is_finite
@@ -178,7 +178,7 @@ def _check_finite(state: LearnerState, info: dict[str, float], itr: int) -> None
 def prepare_run_dir(config: TrainConfig, run_dir: str | Path) -> Path:
     """Create a fresh run directory; refuse to overwrite an existing run."""
     run_dir = Path(run_dir)
-    if (run_dir / PROGRESS_FILE).exists() or (run_dir / CONFIG_FILE).exists():
+    if (run_dir / PROGRESS_FILE).exists() or has_checkpoint(run_dir):
         raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                           "or choose another --out.")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -230,36 +230,41 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, sho
         rows: list[dict[str, float]] = []
         interrupted = False
 
-        def checkpoint(itr_done: int) -> None:
-            save_checkpoint(run_dir, {"state": tuple(state), "iteration": itr_done, "seed": config.seed,
-                                      "n_timesteps": n_timesteps, "time": time_used})
+        # (state, completed iterations, env steps, seconds): replaced in one assignment after an
+        # iteration's row is written, so an interrupt at any point checkpoints a consistent state.
+        committed = (state, start_itr, n_timesteps, time_used)
+
+        def checkpoint() -> None:
+            done_state, done_itr, done_steps, done_time = committed
+            save_checkpoint(run_dir, {"state": tuple(done_state), "iteration": done_itr, "seed": config.seed,
+                                      "n_timesteps": done_steps, "time": done_time})
 
         progress = _progress_bar(show_progress, config, start_itr)
         try:
             for itr in range(start_itr, config.iterations):
                 start = time.perf_counter()
-                row, new_state, steps = _iteration(exp, state, itr)
+                row, new_state, steps = _iteration(exp, committed[0], itr)
                 _check_finite(new_state, {k: v for k, v in row.items() if k.startswith("Loss")}, itr)
-                state = new_state
-                n_timesteps += steps
-                time_used += time.perf_counter() - start
-                row = {"Itr": itr, "n_timesteps": n_timesteps, **row,
-                       "ItrTime": time.perf_counter() - start, "Time": time_used}
+                elapsed = time.perf_counter() - start
+                row = {"Itr": itr, "n_timesteps": committed[2] + steps, **row, "ItrTime": elapsed,
+                       "Time": committed[3] + elapsed}
                 writer.write(row)
+                committed = (new_state, itr + 1, committed[2] + steps, committed[3] + elapsed)
                 rows.append(row)
                 if callback is not None:
                     callback(row)
                 if (itr + 1) % config.checkpoint_every == 0 or itr + 1 == config.iterations:
-                    checkpoint(itr + 1)
+                    checkpoint()
                 progress.advance(row, config.inner_steps)
         except KeyboardInterrupt:
             interrupted = True
-            checkpoint(start_itr + len(rows))
+            checkpoint()
         finally:
             progress.stop()
             writer.close()
     finally:
         exp.close()
+    state = committed[0]
     if make_plots and rows and not interrupted:
         write_plots(run_dir, config, state)
     return TrainResult(run_dir, state, rows, interrupted)
