@@ -285,8 +285,6 @@ def _check(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"backtrack_ratio must be in (0, 1), got {config.backtrack_ratio}.")
     if not math.isfinite(config.inner_lr):
         raise ConfigError(f"inner_lr must be finite, got {config.inner_lr}.")
-    if config.outer_objective == "dice" and config.inner_estimator != "dice" and config.inner_steps:
-        pass  # a legal, if unusual, combination
     return config
 
 

@@ -58,7 +58,7 @@ class MetaLearner:
         self.optimizer = optax.adam(config.outer_lr)
         self._adapt_tasks = jax.jit(self._adapt_tasks_impl)
         self._update = jax.jit(self._update_impl)
-        self._terms = jax.jit(self._terms_impl)
+        self._terms = jax.jit(self._loss)
 
     # ------------------------------------------------------------------ parameters and state
     def init(self, key: jax.Array) -> LearnerState:
@@ -95,10 +95,6 @@ class MetaLearner:
         terms = meta_terms(self.apply, self.spec, meta_params, batches, self.config.inner_lr)
         penalty = jnp.mean(kl_coefs * terms.inner_kls) if self.config.inner_steps else 0.0
         return -terms.objective + penalty, terms
-
-    def _terms_impl(self, meta_params, batches, kl_coefs):
-        loss, terms = self._loss(meta_params, batches, kl_coefs)
-        return loss, terms
 
     def _update_impl(self, state: LearnerState, batches: StepBatch):
         if self.config.optimizer == "trpo":
