@@ -316,9 +316,7 @@ def build_config(algo: str, env: str, *, preset: str = "default",
         try:
             config = dataclasses.replace(config, horizon=probe.spec.horizon)
         finally:
-            close = getattr(probe, "close", None)
-            if close is not None:
-                close()
+            probe.close()
     return config
 
 

@@ -64,9 +64,7 @@ class Experiment:
         return cls(config, env, sampler, learner)
 
     def close(self) -> None:
-        close = getattr(self.env, "close", None)
-        if close is not None:
-            close()
+        self.env.close()
 
     def process(self, traj: Trajectories):
         c = self.config
@@ -345,9 +343,7 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, LearnerState, dict[str, 
         learner = MetaLearner(config, env.spec.obs_dim, env.spec.act_dim)
         state = LearnerState(*_restore(learner.init(init_key(config.seed)), ckpt["state"]))
     finally:
-        close = getattr(env, "close", None)
-        if close is not None:
-            close()
+        env.close()
     return config, state, ckpt
 
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptrl import processing
+from adaptrl.estimators import discount_weights
 from adaptrl.sampling import Trajectories
 
 
@@ -42,8 +43,7 @@ def _task_processing(observations, rewards, mask, *, gamma, lam, baseline, norma
     advantages = processing.gae(rewards, values, mask, gamma=gamma, lam=lam)
     if normalize:
         advantages = processing.normalize_advantages(advantages, mask)
-    horizon = rewards.shape[-1]
-    folded = rewards * gamma ** jnp.arange(horizon, dtype=rewards.dtype) * mask
+    folded = rewards * discount_weights(rewards.shape[-1], gamma, rewards.dtype) * mask
     time_baseline = processing.linear_time_baseline(observations, folded, mask)
     dice_rewards = (folded - time_baseline) * mask
     if normalize:
