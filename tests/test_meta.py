@@ -44,6 +44,7 @@ def random_batch(key, r=3, t=6, obs_dim=2, act_dim=1, m=None):
         means_old=0.1 * jax.random.normal(ks[6], (*lead, act_dim)),
         log_stds_old=0.1 * jax.random.normal(ks[7], (*lead, act_dim)),
         reward_z=jnp.asarray(0.7) if m is None else jnp.linspace(-1, 1, m),
+        cv_baselines=jnp.zeros(lead),
     )
 
 

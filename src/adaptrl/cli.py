@@ -2,7 +2,9 @@
 
 Verbs: ``train`` (meta-train an algorithm preset into a run directory), ``eval`` (meta-test a
 run on fresh tasks for any number of adaptation steps), ``plot`` (curves of runs, mean ± std over
-seeds), ``envs`` (the task families), ``sample`` (random-policy returns per task, with a plot) and
+seeds), ``gradients`` (meta-gradient variance/accuracy, ProMP Fig. 6 directions),
+``reproduce`` (a named paper experiment: algorithms × seeds and its comparison figure), ``envs`` (the task
+families), ``sample`` (random-policy returns per task, with a plot) and
 ``bench sampler`` (sampler throughput against raw batched MuJoCo stepping).
 Bad input prints one ``error:`` line and exits with status 2.
 """
@@ -25,6 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     _add_train_parsers(verbs)
+    _add_gradients_parser(verbs)
+    from adaptrl.experiment.reproduce import add_reproduce_parser
+
+    add_reproduce_parser(verbs)
     envs = verbs.add_parser("envs", help="list the task families", description=(
         "List every task family: observation/action dimensions, default horizon, simulator "
         "backend and task distribution. Families are usable as adaptrl.envs.make(NAME) and "
@@ -116,6 +122,139 @@ def _add_train_parsers(verbs) -> None:
     plot.add_argument("--key", action="append", default=None, help="progress.csv column (repeatable)")
     plot.add_argument("--x", default="n_timesteps", help="x-axis column (default n_timesteps; or Itr)")
     plot.add_argument("--out", default="plot.png", help="output image (.png, .svg or .pdf)")
+
+
+def _add_gradients_parser(verbs) -> None:
+    from adaptrl.analysis.gradients import ESTIMATOR_LABELS
+
+    names = "\n".join(f"  {name:<14} {text}" for name, text in ESTIMATOR_LABELS.items())
+    g = verbs.add_parser(
+        "gradients", help="meta-gradient variance and accuracy study",
+        formatter_class=argparse.RawDescriptionHelpFormatter, description=(
+            "At fixed policy parameters (a fresh init, or --checkpoint RUN_DIR) and fixed tasks, "
+            "resample --batches independent batches per estimator and batch size (trajectories per "
+            "task) and report the meta-gradient's relative std √ΣVar/‖mean‖, the per-coordinate "
+            "relative std, the mean cosine to the mean gradient and, with --truth-rollouts N, the "
+            "Pearson correlation with a large-sample ground truth. Writes OUT/gradients.csv and "
+            "OUT/gradients.png (ProMP Fig. 4 / TMAML Fig. 4 style).\n"
+            "--directions draws ProMP Fig. 6 instead (formulation I vs II on Point1D); "
+            "--during-training N meta-trains --algo and logs Meta-GradientRStd into progress.csv "
+            "every N iterations.\n\nestimators:\n" + names))
+    g.add_argument("--env", default="Point1DRandGoal", help="task family (default Point1DRandGoal)")
+    g.add_argument("--algo", default="lvc-vpg", help="base preset whose data settings are used "
+                   "(default lvc-vpg); the estimator sets the composition")
+    g.add_argument("--preset", default="default", choices=("default", "paper"))
+    g.add_argument("--estimators", default="lvc,dice,dice-cv,dice-cv-paper",
+                   help="comma-separated (default lvc,dice,dice-cv,dice-cv-paper)")
+    g.add_argument("--batch-sizes", default="5,10,20", help="trajectories per task, comma-separated")
+    g.add_argument("--batches", type=int, default=10, help="independent batches per point (default 10)")
+    g.add_argument("--tasks", type=int, default=None, help="tasks (default: the preset's)")
+    g.add_argument("--checkpoint", default=None, metavar="RUN_DIR",
+                   help="evaluate at RUN_DIR's latest parameters (same env and policy architecture)")
+    g.add_argument("--truth-rollouts", type=int, default=0,
+                   help="trajectories per task of the ground truth (0 = no ground truth)")
+    g.add_argument("--truth-batches", type=int, default=4, help="batches averaged for the truth")
+    g.add_argument("--truth-estimator", default="dice", help="unbiased estimator of the truth")
+    g.add_argument("--cv-warmup", type=int, default=5, help="batches that train a meta CV first")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    g.add_argument("--out", default=None, help="output folder (default gradients-ENV)")
+    g.add_argument("--directions", action="store_true", help="ProMP Fig. 6 study (Point1D)")
+    g.add_argument("--iterations", type=int, default=100,
+                   help="--directions / --during-training: meta-training iterations")
+    g.add_argument("--seeds", type=int, default=3, help="--directions: seeds per formulation")
+    g.add_argument("--during-training", type=int, default=0, metavar="N",
+                   help="meta-train --algo on --env, logging gradient statistics every N iterations")
+    g.add_argument("--no-progress", action="store_true")
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated integers, got {text!r}.") from None
+    if not values:
+        raise ConfigError(f"{what} is empty.")
+    return values
+
+
+def cmd_gradients(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from adaptrl.experiment.config import build_config, parse_set
+
+    console = Console(stderr=True)
+    overrides = parse_set(args.set)
+    if args.tasks is not None:
+        overrides["tasks_per_iter"] = args.tasks
+    if args.directions:
+        from adaptrl.analysis.directions import directions_study
+
+        out = args.out or "gradients-directions"
+        with Progress(disable=args.no_progress, transient=True) as bar:
+            task = bar.add_task("formulations I and II", total=2 * args.seeds * args.iterations)
+            result = directions_study(out, iterations=args.iterations, seeds=args.seeds,
+                                      overrides=overrides or None, progress=lambda: bar.advance(task))
+        for row in result.rows:
+            console.print(f"formulation {row['formulation']} seed {row['seed']}: post-update return "
+                          f"{row['final_post_update_return']:.3f}, "
+                          f"θ = ({row['theta0']:.3f}, {row['theta1']:.3f}), "
+                          f"direction spread {row['direction_spread_rad']:.2f} rad")
+        console.print(f"wrote {result.csv_path} and {result.figure_path}")
+        return
+    if args.during_training:
+        from pathlib import Path
+
+        from adaptrl.experiment.trainer import train
+
+        overrides.update(grad_stats_every=args.during_training, grad_stats_batches=args.batches,
+                         iterations=args.iterations, seed=args.seed)
+        config = build_config(args.algo, args.env, preset=args.preset, overrides=overrides)
+        run_dir = Path(args.out or f"runs/{config.algo}-{config.env}-gradstats-seed{config.seed}")
+        train(config, run_dir, show_progress=not args.no_progress)
+        console.print(f"wrote {run_dir}/progress.csv (Meta-GradientRStd every "
+                      f"{args.during_training} iterations)")
+        return
+    from adaptrl.analysis.gradients import gradient_study
+
+    overrides["seed"] = args.seed
+    base = build_config(args.algo, args.env, preset=args.preset, overrides=overrides)
+    policy_params = None
+    if args.checkpoint:
+        from adaptrl.experiment.trainer import load_run
+
+        run_config, state, _ = load_run(args.checkpoint)
+        if (run_config.env, tuple(run_config.hidden_sizes), run_config.policy) != \
+                (base.env, tuple(base.hidden_sizes), base.policy):
+            raise ConfigError(f"{args.checkpoint} trained {run_config.policy} {run_config.hidden_sizes} "
+                              f"on {run_config.env}; the study uses {base.policy} {base.hidden_sizes} on "
+                              f"{base.env}. Pass the same --env and --set hidden_sizes=….")
+        policy_params = state.meta_params["policy"]
+    estimators = [e.strip() for e in args.estimators.split(",") if e.strip()]
+    sizes = _int_list(args.batch_sizes, "--batch-sizes")
+    warmup = args.cv_warmup if any(e in ("dice-cv", "dice-cv-paper") for e in estimators) else 0
+    per_point = args.batches + warmup
+    total = len(estimators) * len(sizes) * per_point + (args.truth_batches if args.truth_rollouts else 0)
+    with Progress(disable=args.no_progress, transient=True) as bar:
+        task = bar.add_task("meta-gradients", total=total)
+        result = gradient_study(
+            base, estimators, sizes, num_batches=args.batches, out=args.out or f"gradients-{base.env}",
+            policy_params=policy_params,
+            truth_estimator=args.truth_estimator if args.truth_rollouts else None,
+            truth_rollouts=args.truth_rollouts, truth_batches=args.truth_batches, cv_warmup=args.cv_warmup,
+            seed=args.seed, progress=lambda name, n: bar.advance(task, n))
+    from rich.table import Table
+
+    table = Table(title=f"{base.env}: {args.batches} batches per point, {base.tasks_per_iter} tasks")
+    cols = ["estimator", "batch_size", "rsd", "rsd_coordinate", "cos_to_mean"] + \
+        (["pearson", "cos_truth"] if result.truth else [])
+    for col in cols:
+        table.add_column(col, justify="right")
+    for row in result.rows:
+        table.add_row(*[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in cols])
+    Console().print(table)
+    console.print(f"wrote {result.csv_path} and {result.figure_path}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -337,6 +476,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd_sample(args)
         elif args.verb == "bench" and args.bench == "sampler":
             cmd_bench_sampler(args)
+        elif args.verb == "gradients":
+            cmd_gradients(args)
+        elif args.verb == "reproduce":
+            from adaptrl.experiment.reproduce import cmd_reproduce
+
+            cmd_reproduce(args)
     except AdaptrlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

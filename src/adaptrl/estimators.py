@@ -51,6 +51,7 @@ __all__ = [
     "ESTIMATORS",
     "clipped_ratio",
     "dice",
+    "dice_baseline_term",
     "discount_weights",
     "emaml_pre_term",
     "likelihood_ratio",
@@ -61,6 +62,8 @@ __all__ = [
     "pgt",
     "pgt_from_advantages",
     "reward_to_go",
+    "tmaml_cv",
+    "tmaml_cv_paper",
 ]
 
 _sg = jax.lax.stop_gradient
@@ -179,7 +182,7 @@ def dice(logp: ArrayLike, rewards: ArrayLike, mask: ArrayLike, *, gamma: float |
     r = _masked(rewards, mask) * discount_weights(rewards.shape[-1], gamma, jnp.result_type(rewards, float))
     per_step = magic_box(jnp.cumsum(logp_m, axis=-1)) * r
     if baseline is not None:
-        per_step = per_step + (1.0 - magic_box(logp_m)) * _sg(_masked(baseline, mask))
+        per_step = per_step + _baseline_factor(logp_m, baseline, mask, None)
     return _mean_of_sums(_masked(per_step, mask))
 
 
@@ -250,6 +253,77 @@ def emaml_pre_term(logp: ArrayLike, mask: ArrayLike, post_return: ArrayLike) -> 
     """
     per_trajectory = jnp.sum(_masked(logp, mask), axis=-1)
     return jnp.sum(per_trajectory * _sg(jnp.asarray(post_return)))
+
+
+def _baseline_factor(logp_m: Array, baseline: ArrayLike, mask: ArrayLike,
+                     coordinate_logp: ArrayLike | None) -> Array:
+    """c_t = [1 − □(l_t)]·⊥b_t, or Σ_i [1 − □(l^i_t)]·⊥b^i_t for an action-dependent baseline
+    (one b^i per action coordinate, coordinate log-densities l^i_t with Σ_i l^i_t = l_t); [N, T]."""
+    if coordinate_logp is None:
+        return (1.0 - magic_box(logp_m)) * _sg(_masked(baseline, mask))
+    coord = jnp.asarray(coordinate_logp)
+    m = jnp.asarray(mask)[..., None]
+    coord_m = _masked(coord, m)
+    b = _sg(_masked(baseline, m))
+    return jnp.sum((1.0 - magic_box(coord_m)) * b, axis=-1)
+
+
+def dice_baseline_term(logp: ArrayLike, baseline: ArrayLike, mask: ArrayLike, *,
+                       coordinate_logp: ArrayLike | None = None) -> Array:
+    """The DiCE baseline term (1/N)·Σ_n Σ_t [1 − □(l_t)]·⊥b_t (value 0, gradient −Σ_t g_t b_t).
+
+    With ``coordinate_logp`` ``[N, T, A]`` (log-densities of the A independent action coordinates)
+    and ``baseline`` ``[N, T, A]`` it is the action-dependent form Σ_t Σ_i [1 − □(l^i_t)]·⊥b^i_t,
+    gradient −Σ_t Σ_i g^i_t b^i_t with b^i = b^i(s_t, a_t^{−i}) (Wu et al., 2018; TMAML Eq. 11,
+    spec CV-1). Unbiased as long as b^i does not depend on a^i_t (CV-5).
+    """
+    logp_m = _masked(logp, mask)
+    return _mean_of_sums(_masked(_baseline_factor(logp_m, baseline, mask, coordinate_logp), mask))
+
+
+def tmaml_cv(logp: ArrayLike, baseline: ArrayLike, mask: ArrayLike, *,
+             coordinate_logp: ArrayLike | None = None) -> Array:
+    """Corrected TMAML control variate (EST-6, the default):
+    J^CV = −(1/N)·Σ_n Σ_t [1 − □(Σ_{t'<t} l_{t'})]·[1 − □(l_t)]·⊥b(s_t)·mask_t.
+
+    Add it to :func:`dice` (with the same baseline in DiCE's baseline term) in the inner and the
+    outer objective (TMAML Alg. 2, spec CV-4). The product runs over the *earlier* steps t' < t
+    only; that is what makes it a control variate (Mao et al.'s second-order baseline):
+
+    * value 0 and gradient 0 on every sample, so the inner step and first-order outer gradients
+      are unchanged;
+    * per-sample Hessian −Σ_t b_t [G_t g_tᵀ + g_t G_tᵀ], G_t = Σ_{t'<t} g_{t'}, whose expectation
+      is **0** for any b(s_t) that does not depend on a_t (E[g_t | s_t, past] = 0);
+    * combined with DiCE every cross term g_{t'} g_tᵀ (t' < t) is weighted by Ψ_t − b(s_t).
+
+    ``coordinate_logp``/``baseline`` ``[N, T, A]`` give the action-dependent form (per-coordinate
+    [1 − □(l^i_t)]·b^i_t, TMAML Eq. 11), whose expected Hessian is also 0.
+    Paper: [003] §4.2 (corrects Eq. 7; see :func:`tmaml_cv_paper`), [004] App. C–D.
+    """
+    logp_m = _masked(logp, mask)
+    earlier = jnp.cumsum(logp_m, axis=-1) - logp_m  # Σ_{t'<t} l_{t'}
+    factor = _baseline_factor(logp_m, baseline, mask, coordinate_logp)
+    return -_mean_of_sums(_masked((1.0 - magic_box(earlier)) * factor, mask))
+
+
+def tmaml_cv_paper(logp: ArrayLike, baseline: ArrayLike, mask: ArrayLike, *,
+                   coordinate_logp: ArrayLike | None = None) -> Array:
+    """TMAML Eq. 7 exactly as printed (EST-5):
+    J^TMAML = (1/N)·Σ_n Σ_t [1 − Π_{t'=0}^{t} w_{t'}]·[1 − w_t]·⊥b(s_t)·mask_t, w = π/⊥π.
+
+    Value 0 and gradient 0 per sample, but it is **not** a control variate (ISS-1): the product
+    includes t' = t, so the per-sample Hessian is Σ_t b_t [(G_t + g_t) g_tᵀ + g_t (G_t + g_t)ᵀ] and
+    E[∇²J^TMAML] = 2·Σ_t E[b(s_t)·F(s_t)] ≠ 0 (F the Fisher matrix at s_t); and its sign adds +b
+    where TMAML's Eq. 10 subtracts it. Shipped to reproduce the paper (``cv_formula=paper``).
+    """
+    logp_m = _masked(logp, mask)
+    upto = jnp.cumsum(logp_m, axis=-1)  # Σ_{t'≤t} l_{t'}
+    factor = _baseline_factor(logp_m, baseline, mask, coordinate_logp)
+    return _mean_of_sums(_masked((1.0 - magic_box(upto)) * factor, mask))
+
+
+#: The control-variate surrogates by ``cv_formula``.
+CONTROL_VARIATES: dict[str, Callable[..., Array]] = {"corrected": tmaml_cv, "paper": tmaml_cv_paper}
 
 
 def per_step_scale(mask: ArrayLike) -> Array:

@@ -3,6 +3,8 @@
 * :func:`plot_task_returns` — box plot of per-task returns (``adaptrl sample``).
 * :func:`plot_runs` — learning curves of training runs (``progress.csv`` + ``config.yaml`` folders),
   seeds of the same configuration averaged into one curve with a ± std band.
+* :func:`plot_groups` — the same figure with the curves named by the caller (``{label: run dirs}``),
+  e.g. the comparison figure of ``adaptrl reproduce``.
 * :func:`plot_point_exploration` — PointCorners trajectories per adaptation step (ProMP Fig. 5).
 """
 
@@ -179,6 +181,11 @@ def _seed_order(run: Mapping[str, Any]) -> tuple[int, float, str]:
     return (0 if numeric else 1, float(seed) if numeric else 0.0, str(run["dir"]))
 
 
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """One run as ``{"dir": Path, "config": dict, "progress": {column: array}}``."""
+    return {"dir": _run_folder(run_dir), "config": read_config(run_dir), "progress": read_progress(run_dir)}
+
+
 def group_runs(run_dirs: Sequence[str | Path],
                label_by: Sequence[str] = ("algo", "env")) -> dict[str, list[dict[str, Any]]]:
     """Read every run and group those whose ``config.yaml`` values for ``label_by`` coincide.
@@ -197,7 +204,7 @@ def group_runs(run_dirs: Sequence[str | Path],
         if folder.resolve() in seen:
             continue
         seen.add(folder.resolve())
-        runs.append({"dir": folder, "config": read_config(folder), "progress": read_progress(run_dir)})
+        runs.append(read_run(run_dir))
     config_keys = {k for run in runs for k in run["config"]}
     if config_keys:
         for key in label_by:
@@ -293,7 +300,35 @@ def plot_runs(run_dirs: Sequence[str | Path], keys: Sequence[str] | None = None,
     ``Step_0-AverageReturn`` (pre-update) and the last ``Step_K-AverageReturn`` (post-update).
     Writes ``out`` (.png, .svg or .pdf) and returns its path.
     """
-    groups = group_runs(run_dirs, label_by)
+    return _plot_grouped(group_runs(run_dirs, label_by), keys, out, x_key)
+
+
+def plot_groups(groups: Mapping[str, Sequence[str | Path]], keys: Sequence[str] | None = None,
+                out: str | Path = "plot.png", x_key: str = "n_timesteps", title: str | None = None) -> Path:
+    """Learning curves with caller-chosen curves: ``groups`` maps a curve label to the run directories
+    of its seeds.
+
+    Each curve is the mean over its runs (aligned on the shortest run) with a ± std band, against the
+    mean ``x_key``; ``keys`` as in :func:`plot_runs` (default: pre- and post-update average return).
+    Cells that are blank in ``progress.csv`` (a column logged only every few iterations) are skipped,
+    so such columns draw as lines through the logged points. ``title`` goes above the panels. Writes
+    ``out`` (.png, .svg or .pdf) and returns its path.
+    """
+    if not groups:
+        raise ConfigError("no curves to plot: pass at least one label with its run directories.")
+    read: dict[str, list[dict[str, Any]]] = {}
+    for label, run_dirs in groups.items():
+        if isinstance(run_dirs, str | Path):
+            run_dirs = [run_dirs]
+        if not run_dirs:
+            raise ConfigError(f"curve {label!r} has no run directories: give at least one per label.")
+        read[label] = sorted((read_run(run_dir) for run_dir in run_dirs), key=_seed_order)
+    return _plot_grouped(read, keys, out, x_key, title)
+
+
+def _plot_grouped(groups: Mapping[str, list[dict[str, Any]]], keys: Sequence[str] | None,
+                  out: str | Path, x_key: str, title: str | None = None) -> Path:
+    """Draw the figure of :func:`plot_runs` / :func:`plot_groups` from runs read by :func:`read_run`."""
     _check_column(x_key, groups)
     panels = _panels(keys, groups)
     for members in groups.values():
@@ -305,20 +340,13 @@ def plot_runs(run_dirs: Sequence[str | Path], keys: Sequence[str] | None = None,
 
     plt = _pyplot()
     colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 0.4, 3.8), dpi=DPI,
-                             squeeze=False, sharex=True)
-    for ax, (title, columns) in zip(axes[0], panels, strict=True):
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 0.4, 3.8 + (0.3 if title else 0)),
+                             dpi=DPI, squeeze=False, sharex=True)
+    for ax, (panel_title, columns) in zip(axes[0], panels, strict=True):
         for g, (label, members) in enumerate(groups.items()):
-            if label not in columns:
-                continue
-            color = colors[g % len(colors)]
-            x, mean, std = align_runs([run["progress"] for run in members], columns[label], x_key)
-            n = len(members)
-            ax.plot(x, mean, color=color, lw=1.6, marker="o" if len(x) == 1 else None,
-                    label=f"{label} ({n} {'seed' if n == 1 else 'seeds'})")
-            if n > 1:
-                ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
-        ax.set_title(title)
+            if label in columns:
+                _draw_curve(ax, label, members, columns[label], x_key, colors[g % len(colors)])
+        ax.set_title(panel_title)
         ax.set_xlabel(_X_LABELS.get(x_key, x_key))
         column = next(iter(columns.values()))
         ax.set_ylabel("average return" if column.endswith("AverageReturn") else column)
@@ -326,8 +354,23 @@ def plot_runs(run_dirs: Sequence[str | Path], keys: Sequence[str] | None = None,
             ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _draw_curve(ax: Any, label: str, members: Sequence[Mapping[str, Any]], column: str, x_key: str,
+                color: str) -> None:
+    """Mean ± std over ``members`` of ``column`` on ``ax``; iterations where it is nan are skipped."""
+    x, mean, std = align_runs([run["progress"] for run in members], column, x_key)
+    finite = np.isfinite(x) & np.isfinite(mean)
+    x, mean, std = x[finite], mean[finite], std[finite]
+    n = len(members)
+    ax.plot(x, mean, color=color, lw=1.6, marker="o" if len(x) == 1 else None,
+            label=f"{label} ({n} {'seed' if n == 1 else 'seeds'})")
+    if n > 1:
+        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -67,6 +67,12 @@ def gaussian_log_prob(x: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.
     return -jnp.sum(log_std, -1) - 0.5 * jnp.sum(z * z, -1) - 0.5 * x.shape[-1] * LOG_2PI
 
 
+def gaussian_coordinate_log_prob(x: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
+    """Per-coordinate ``log N(x_i; μ_i, σ_i²)`` (``[..., A]``); they sum to :func:`gaussian_log_prob`."""
+    z = (x - mean) * jnp.exp(-log_std)
+    return -log_std - 0.5 * z * z - 0.5 * LOG_2PI
+
+
 def gaussian_kl(mean_p, log_std_p, mean_q, log_std_q) -> jax.Array:
     """``KL(p‖q)`` of diagonal Gaussians, summed over the last axis:
     ``Σ [ ((μ_p − μ_q)² + σ_p² − σ_q²) / (2σ_q²) + log σ_q − log σ_p ]``."""

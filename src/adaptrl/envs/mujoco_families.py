@@ -117,6 +117,9 @@ class MujocoFamily:
             lo, hi = options["velocity_range"]
             return {key: rng.uniform(lo, hi, size=n)}
         if key == "goal":
+            if options.get("goal_distribution", "disc") == "square":  # TMAML §5.1: U[−3, 3]²
+                half = float(options["goal_radius"])
+                return {key: rng.uniform(-half, half, size=(n, 2))}
             angle = rng.uniform(0.0, 2 * np.pi, size=n)
             radius = float(options["goal_radius"]) * np.sqrt(rng.uniform(0.0, 1.0, size=n))
             return {key: np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=-1)}
@@ -137,6 +140,10 @@ class MujocoFamily:
                     f"{self.name}: velocity_range must be a pair (low, high) with low <= high, got {value!r}."
                 )
             merged["velocity_range"] = (lo, hi)
+        if "goal_distribution" in merged and merged["goal_distribution"] not in ("disc", "square"):
+            raise ConfigError(f"{self.name}: goal_distribution must be 'disc' (ProMP) or 'square' "
+                              f"(TMAML, uniform in [−goal_radius, goal_radius]²), got "
+                              f"{merged['goal_distribution']!r}.")
         for key in ("goal_radius", "log_scale_limit"):
             if key in merged and not float(merged[key]) >= 0:
                 raise ConfigError(f"{self.name}: {key} must be >= 0, got {merged[key]!r}.")
@@ -385,8 +392,9 @@ _add(MujocoFamily(
     name="AntRandGoal", **{**_ANT, "obs_parts": ("qpos", "qvel"), "horizon": 200,
                           "obs_motion": _xy_velocity_at(15, position_index=0), "terminated": None},
     reward=_goal_reward, task_keys=("goal",),
-    task_description="goal uniform on a disc of radius goal_radius (default 3)",
-    task_options={"goal_radius": 3.0},
+    task_description="goal uniform on a disc of radius goal_radius (default 3); "
+                     "goal_distribution=square: uniform in [−goal_radius, goal_radius]² (TMAML)",
+    task_options={"goal_radius": 3.0, "goal_distribution": "disc"},
     paper="ProMP Fig. 2 (AntRandGoal)", deviations=ANT_DEV,
 ))
 _add(MujocoFamily(

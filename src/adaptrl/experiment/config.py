@@ -32,6 +32,9 @@ import yaml
 from adaptrl.errors import ConfigError, unknown_name_error
 
 INNER_ESTIMATORS = ("pgt", "lvc", "dice", "likelihood_ratio")
+CONTROL_VARIATES = ("none", "meta", "task")
+CV_FORMULAS = ("corrected", "paper")
+POLICIES = ("gaussian_mlp", "quadratic_feature")
 OUTER_OBJECTIVES = ("log_likelihood", "ratio", "clip", "dice")
 OPTIMIZERS = ("adam", "trpo")
 BASELINES = ("linear", "zero")
@@ -57,6 +60,7 @@ class TrainConfig:
     normalize_advantages: bool = True
     loss_reduction: str = "per_step"
     # policy
+    policy: str = "gaussian_mlp"
     hidden_sizes: tuple = (64, 64)
     init_std: float = 1.0
     # inner loop (adaptation)
@@ -79,6 +83,17 @@ class TrainConfig:
     cg_damping: float = 0.0
     backtrack_ratio: float = 0.8
     max_backtracks: int = 15
+    # control variates (TMAML, spec CV-1…CV-4, EST-5/6)
+    control_variate: str = "none"
+    cv_formula: str = "corrected"
+    cv_hidden_sizes: tuple = (64, 64)
+    cv_inner_lr: float = 0.01
+    cv_lr: float = 0.01
+    cv_steps: int = 10
+    cv_action_samples: int = 8
+    # meta-gradient statistics during training (ProMP Fig. 4, spec EST-8)
+    grad_stats_every: int = 0
+    grad_stats_batches: int = 10
     # run
     checkpoint_every: int = 10
 
@@ -86,6 +101,7 @@ class TrainConfig:
         """Plain YAML-able mapping (tuples become lists)."""
         out = dataclasses.asdict(self)
         out["hidden_sizes"] = list(self.hidden_sizes)
+        out["cv_hidden_sizes"] = list(self.cv_hidden_sizes)
         return out
 
     def to_yaml(self) -> str:
@@ -106,6 +122,7 @@ FIELD_HELP: dict[str, str] = {
     "baseline": "value baseline refit per task and step: linear (features of the original) or zero",
     "normalize_advantages": "standardise advantages per task (original behaviour)",
     "loss_reduction": "per_step (mean over real time steps, the original's) or per_trajectory",
+    "policy": "policy kind: gaussian_mlp or quadratic_feature (the 2-parameter 1-D policy of ProMP Fig. 6)",
     "hidden_sizes": "policy MLP hidden sizes, e.g. 64,64",
     "init_std": "initial policy standard deviation",
     "inner_steps": "adaptation steps K (each on its own freshly sampled batch)",
@@ -126,6 +143,17 @@ FIELD_HELP: dict[str, str] = {
     "cg_damping": "TRPO damping λ: CG solves (F + λI)x = g",
     "backtrack_ratio": "TRPO line-search shrink factor",
     "max_backtracks": "TRPO line-search tries",
+    "control_variate": "TMAML control variate added to DiCE: none, meta (Alg. 1) or task (Eq. 11, "
+                       "action-dependent)",
+    "cv_formula": "control-variate surrogate: corrected (unbiased, EST-6) or paper (Eq. 7 as printed, EST-5)",
+    "cv_hidden_sizes": "control-variate network hidden sizes",
+    "cv_inner_lr": "α' of the meta control variate's adaptation step (TMAML Alg. 1)",
+    "cv_lr": "β' of the control-variate update (TMAML Alg. 1); Adam rate of the per-task CV fit",
+    "cv_steps": "control-variate updates per sampled batch",
+    "cv_action_samples": "samples of a^i per action coordinate for the per-task CV's expectation (Eq. 11)",
+    "grad_stats_every": "every N iterations resample grad_stats_batches batches and log the "
+                        "meta-gradient's relative std (0 = off)",
+    "grad_stats_batches": "independent batches per meta-gradient statistics measurement",
     "checkpoint_every": "write a checkpoint every N iterations (and on Ctrl-C)",
 }
 
@@ -145,6 +173,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "lvc-trpo": dict(_TRPO, inner_estimator="likelihood_ratio"),
     "lvc-vpg": dict(_VPG, inner_estimator="likelihood_ratio"),
     "dice-vpg": dict(_VPG, inner_estimator="dice", outer_objective="dice"),
+    "tmaml-meta-cv": dict(_PROMP, inner_estimator="dice", control_variate="meta"),
+    "tmaml-task-cv": dict(_PROMP, inner_estimator="dice", control_variate="task"),
 }
 """Algorithm → composition (ProMP Table 1 values; reference §7.6 for the paper-label mapping)."""
 
@@ -157,6 +187,8 @@ PRESET_DESCRIPTIONS: dict[str, str] = {
     "lvc-trpo": "LVC-TRPO: LVC (likelihood-ratio) inner step, TRPO outer step",
     "lvc-vpg": "LVC-VPG: LVC inner step, one Adam step",
     "dice-vpg": "DiCE-VPG: DiCE in the inner and the outer objective, one Adam step",
+    "tmaml-meta-cv": "TMAML: DiCE + meta-learned control variate (Alg. 1) inner step, PPO-style outer step",
+    "tmaml-task-cv": "TMAML: DiCE + per-task action-dependent control variate (Eq. 11), PPO-style outer step",
 }
 
 # Per-environment settings of the paper runs (ProMP App. D.2; reference §9.2 for the released
@@ -179,6 +211,35 @@ PAPER_ENV_SETTINGS: dict[str, dict[str, Any]] = {
                                promp=dict(outer_steps=3, adaptive_kl=True, kl_coef=1e-3, target_kl=1e-2)),
 }
 
+# TMAML's task distributions (TMAML §5.1, spec ENV-6/8, ISS-8) as env options of our families.
+TMAML_ENV_OPTIONS: dict[str, dict[str, Any]] = {
+    "HalfCheetahRandVel": {"velocity_range": [0.0, 2.0]},
+    "Walker2DRandVel": {"velocity_range": [0.0, 2.0]},
+    "SwimmerRandVel": {"velocity_range": [0.0, 2.0]},
+    "AntRandGoal": {"goal_distribution": "square", "goal_radius": 3.0},
+}
+
+
+def tmaml_table1_settings(env: str) -> dict[str, Any]:
+    """TMAML App. E Table 1 (spec HP-2) for canonical family ``env``, as config overrides.
+
+    64² policy (Humanoid 128²), one adaptation step (AntRandGoal two), α = 0.01, β = 0.001,
+    α' = β' = 0.01, 40 tasks × 20 trajectories, 5 gradient steps per iteration, clip ε = 0.3,
+    KL η = 0.0005, trajectory length 100 in every environment, and TMAML's task distributions.
+    """
+    settings: dict[str, Any] = dict(
+        inner_lr=0.01, outer_lr=1e-3, hidden_sizes=(64, 64), inner_steps=1, cv_inner_lr=0.01,
+        cv_lr=0.01, tasks_per_iter=40, rollouts_per_task=20, outer_steps=5, clip_eps=0.3,
+        kl_coef=5e-4, horizon=100)
+    if env.startswith("Humanoid"):
+        settings["hidden_sizes"] = (128, 128)
+    if env == "AntRandGoal":
+        settings["inner_steps"] = 2
+    if env in TMAML_ENV_OPTIONS:
+        settings["env_options"] = dict(TMAML_ENV_OPTIONS[env])
+    return settings
+
+
 PRESET_KINDS = ("default", "paper")
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -198,7 +259,7 @@ def _coerce(name: str, value: Any) -> Any:
     default = _FIELDS[name].default
     if default is dataclasses.MISSING:
         default = ""
-    if name == "hidden_sizes":
+    if name in ("hidden_sizes", "cv_hidden_sizes"):
         if isinstance(value, str):
             parts = [p for p in value.replace("(", "").replace(")", "").replace("[", "")
                      .replace("]", "").split(",") if p.strip()]
@@ -206,9 +267,9 @@ def _coerce(name: str, value: Any) -> Any:
         try:
             sizes = tuple(int(v) for v in value)
         except (TypeError, ValueError):
-            raise ConfigError(f"hidden_sizes must be integers like 64,64, got {value!r}.") from None
+            raise ConfigError(f"{name} must be integers like 64,64, got {value!r}.") from None
         if not sizes or any(s < 1 for s in sizes):
-            raise ConfigError(f"hidden_sizes must be positive integers like 64,64, got {value!r}.")
+            raise ConfigError(f"{name} must be positive integers like 64,64, got {value!r}.")
         return sizes
     if name == "env_options":
         if not isinstance(value, Mapping):
@@ -258,13 +319,14 @@ def parse_set(items: Iterable[str]) -> dict[str, Any]:
 def _check(config: TrainConfig) -> TrainConfig:
     """Validate ranges and names; one clear message per mistake."""
     choices = {"inner_estimator": INNER_ESTIMATORS, "outer_objective": OUTER_OBJECTIVES,
-               "optimizer": OPTIMIZERS, "baseline": BASELINES, "loss_reduction": LOSS_REDUCTIONS}
+               "optimizer": OPTIMIZERS, "baseline": BASELINES, "loss_reduction": LOSS_REDUCTIONS,
+               "control_variate": CONTROL_VARIATES, "cv_formula": CV_FORMULAS, "policy": POLICIES}
     for name, valid in choices.items():
         value = getattr(config, name)
         if value not in valid:
             raise unknown_name_error(name.replace("_", " "), value, valid)
     for name in ("iterations", "tasks_per_iter", "rollouts_per_task", "outer_steps", "cg_iters",
-                 "max_backtracks", "checkpoint_every"):
+                 "max_backtracks", "checkpoint_every", "cv_steps", "cv_action_samples"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be a positive integer, got {getattr(config, name)}.")
     if config.inner_steps < 0:
@@ -283,6 +345,18 @@ def _check(config: TrainConfig) -> TrainConfig:
         raise ConfigError("discount must be in (0, 1] and gae_lambda in [0, 1].")
     if not 0 < config.backtrack_ratio < 1:
         raise ConfigError(f"backtrack_ratio must be in (0, 1), got {config.backtrack_ratio}.")
+    if config.control_variate != "none" and config.inner_estimator != "dice":
+        raise ConfigError(f"control_variate={config.control_variate} needs inner_estimator=dice "
+                          f"(TMAML adds the control variate to DiCE), got {config.inner_estimator}.")
+    if config.control_variate != "none" and config.rollouts_per_task < 2:
+        raise ConfigError("a control variate needs rollouts_per_task ≥ 2 (it is fitted on one half "
+                          "of a task's trajectories and used on the other).")
+    if config.grad_stats_every < 0 or config.grad_stats_batches < 2:
+        raise ConfigError("grad_stats_every must be ≥ 0 (0 = off) and grad_stats_batches ≥ 2, got "
+                          f"{config.grad_stats_every} and {config.grad_stats_batches}.")
+    for name in ("cv_inner_lr", "cv_lr"):
+        if not getattr(config, name) >= 0:
+            raise ConfigError(f"{name} must be ≥ 0, got {getattr(config, name)}.")
     if not math.isfinite(config.inner_lr):
         raise ConfigError(f"inner_lr must be finite, got {config.inner_lr}.")
     return config
@@ -301,7 +375,7 @@ def build_config(algo: str, env: str, *, preset: str = "default",
     env = canonical_name(env)
     values: dict[str, Any] = dict(PRESETS[algo])
     if preset == "paper":
-        values.update(paper_settings(algo, env))
+        values.update(tmaml_table1_settings(env) if algo.startswith("tmaml") else paper_settings(algo, env))
     for key, value in (overrides or {}).items():
         if key not in _FIELDS or key in ("algo", "env"):
             raise unknown_name_error("setting", key, [k for k in _FIELDS if k not in ("algo", "env")])

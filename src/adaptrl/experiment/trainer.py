@@ -39,7 +39,8 @@ from adaptrl.sampling import Sampler, Trajectories
 
 CONFIG_FILE = "config.yaml"
 PROGRESS_FILE = "progress.csv"
-TIME_KEYS = ("Time-Sampling", "Time-SampleProc", "Time-InnerStep", "Time-OuterStep", "ItrTime", "Time")
+TIME_KEYS = ("Time-Sampling", "Time-SampleProc", "Time-InnerStep", "Time-OuterStep", "ItrTime", "Time",
+             "Time-ControlVariate", "Time-GradStats")
 
 
 class TrainingDiverged(AdaptrlError):
@@ -92,15 +93,22 @@ class AdaptationResult:
     tasks: dict
     trajectories: list[Trajectories] = field(default_factory=list)
     batches: list = field(default_factory=list)
+    cv_params: Any = None
+    cv_loss: float = math.nan
 
 
 def sample_and_adapt(exp: Experiment, meta_params: dict, tasks: dict, key: jax.Array, steps: int,
-                     timings: dict[str, float] | None = None) -> AdaptationResult:
-    """Sample with θ_0 = θ, adapt ``steps`` times (one fresh batch per step), sample with θ_K."""
+                     timings: dict[str, float] | None = None, cv_params: Any = None) -> AdaptationResult:
+    """Sample with θ_0 = θ, adapt ``steps`` times (one fresh batch per step), sample with θ_K.
+
+    With a control variate (TMAML) and its ``cv_params``, every step's batch first updates the
+    control variate and gets its baselines (before the inner step uses them); the updated
+    parameters are returned in the result."""
     timings = timings if timings is not None else {}
+    control_variate = exp.learner.control_variate if cv_params is not None else None
     m = len(next(iter(tasks.values())))
     task_params = per_task(meta_params["policy"], m)
-    result = AdaptationResult(tasks)
+    result = AdaptationResult(tasks, cv_params=cv_params)
     keys = jax.random.split(key, steps + 1)
     for k in range(steps + 1):
         start = time.perf_counter()
@@ -109,6 +117,12 @@ def sample_and_adapt(exp: Experiment, meta_params: dict, tasks: dict, key: jax.A
         start = time.perf_counter()
         batch = exp.process(traj)
         timings["Time-SampleProc"] = timings.get("Time-SampleProc", 0.0) + time.perf_counter() - start
+        if control_variate is not None:
+            start = time.perf_counter()
+            result.cv_params, batch, result.cv_loss = control_variate.attach(
+                result.cv_params, batch, jax.random.fold_in(keys[k], 7))
+            timings["Time-ControlVariate"] = timings.get("Time-ControlVariate", 0.0) + \
+                time.perf_counter() - start
         if k < steps:
             start = time.perf_counter()
             task_params = jax.block_until_ready(exp.learner.adapt_tasks(meta_params, task_params, batch))
@@ -286,13 +300,23 @@ def _iteration(exp: Experiment, state: LearnerState, itr: int):
     task_key, sample_key = jax.random.split(key)
     tasks = exp.env.sample_tasks(config.tasks_per_iter, seed=task_seed(task_key))
     timings: dict[str, float] = {}
-    result = sample_and_adapt(exp, state.meta_params, tasks, sample_key, config.inner_steps, timings)
+    result = sample_and_adapt(exp, state.meta_params, tasks, sample_key, config.inner_steps, timings,
+                              cv_params=state.cv_params)
+    state = state._replace(cv_params=result.cv_params)
     row: dict[str, float] = {}
     steps = 0
     for k, traj in enumerate(result.trajectories):
         row.update(return_stats(traj, f"Step_{k}-"))
         steps += traj.num_env_steps
     row["NumDiverged"] = float(exp.sampler.stats.get("NumDiverged", 0))
+    if exp.learner.control_variate is not None:
+        row["CVLoss"] = result.cv_loss
+    if config.grad_stats_every and itr % config.grad_stats_every == 0:
+        from adaptrl.analysis.gradients import training_gradient_stats
+
+        start = time.perf_counter()
+        row.update(training_gradient_stats(exp, state, tasks, jax.random.fold_in(key, 11)))
+        timings["Time-GradStats"] = time.perf_counter() - start
     start = time.perf_counter()
     new_state, info = exp.learner.update(state, stack_steps(result.batches))
     jax.block_until_ready(new_state.meta_params)
@@ -300,6 +324,9 @@ def _iteration(exp: Experiment, state: LearnerState, itr: int):
     row.update(info)
     for key_name in TIME_KEYS[:4]:
         row[key_name] = timings.get(key_name, 0.0)
+    for key_name in ("Time-ControlVariate", "Time-GradStats"):
+        if key_name in timings:
+            row[key_name] = timings[key_name]
     return row, new_state, steps
 
 
@@ -364,7 +391,8 @@ def evaluate(run_dir: str | Path, *, tasks: int = 40, adapt_steps: int | None = 
         key = jax.random.PRNGKey(seed)
         task_key, sample_key = jax.random.split(key)
         task_batch = exp.env.sample_tasks(tasks, seed=task_seed(task_key))
-        result = sample_and_adapt(exp, state.meta_params, task_batch, sample_key, steps)
+        result = sample_and_adapt(exp, state.meta_params, task_batch, sample_key, steps,
+                                  cv_params=state.cv_params)
     finally:
         exp.close()
     rows = []
@@ -408,7 +436,7 @@ def exploration_picture(run_dir: Path, config: TrainConfig, state: LearnerState)
     try:
         tasks = {"goal": np.asarray(CORNERS, dtype=exp.env.sample_tasks(1, 0)["goal"].dtype)}
         result = sample_and_adapt(exp, state.meta_params, tasks, jax.random.PRNGKey(config.seed + 7),
-                                  config.inner_steps)
+                                  config.inner_steps, cv_params=state.cv_params)
     finally:
         exp.close()
     trajs = result.trajectories

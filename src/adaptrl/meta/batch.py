@@ -35,6 +35,7 @@ class StepBatch(NamedTuple):
     means_old: jax.Array  # [M, R, T, act]
     log_stds_old: jax.Array  # [M, R, T, act]
     reward_z: jax.Array  # [M] task mean of rewards standardised across tasks (E-MAML's R̂')
+    cv_baselines: jax.Array  # [M, R, T] (or [M, R, T, A] action-dependent) TMAML control variate b
 
 
 def _task_processing(observations, rewards, mask, *, gamma, lam, baseline, normalize):
@@ -80,6 +81,7 @@ def process_trajectories(traj: Trajectories, *, gamma: float, lam: float, baseli
         means_old=jnp.asarray(traj.means),
         log_stds_old=jnp.asarray(traj.log_stds),
         reward_z=reward_z,
+        cv_baselines=jnp.zeros_like(mask),
     )
 
 

@@ -31,6 +31,7 @@ import optax
 from adaptrl.experiment.config import TrainConfig
 from adaptrl.meta.adaptation import adapt_step
 from adaptrl.meta.batch import StepBatch
+from adaptrl.meta.control_variates import control_variate_for
 from adaptrl.meta.objectives import OuterSpec, meta_terms
 from adaptrl.optim.trpo import trpo_step
 from adaptrl.policies import Params, init_params, make_policy
@@ -42,6 +43,7 @@ class LearnerState(NamedTuple):
     meta_params: dict
     opt_state: Any
     kl_coefs: jax.Array  # [K] ProMP's η per inner step
+    cv_params: Any = None  # the control variate's parameters (TMAML); {} without one
 
 
 class MetaLearner:
@@ -50,15 +52,18 @@ class MetaLearner:
     def __init__(self, config: TrainConfig, obs_dim: int, act_dim: int):
         self.config = config
         self.obs_dim = obs_dim
-        self.policy = make_policy(act_dim, config.hidden_sizes, config.init_std)
+        self.policy = make_policy(act_dim, config.hidden_sizes, config.init_std, kind=config.policy)
         self.spec = OuterSpec(
             inner_estimator=config.inner_estimator, inner_steps=config.inner_steps,
             outer_objective=config.outer_objective, clip_eps=float(config.clip_eps),
-            emaml=config.emaml, reduction=config.loss_reduction)
+            emaml=config.emaml, reduction=config.loss_reduction,
+            control_variate=config.control_variate, cv_formula=config.cv_formula)
+        self.control_variate = control_variate_for(config, obs_dim, act_dim)
         self.optimizer = optax.adam(config.outer_lr)
         self._adapt_tasks = jax.jit(self._adapt_tasks_impl)
         self._update = jax.jit(self._update_impl)
         self._terms = jax.jit(self._loss)
+        self._meta_gradient = jax.jit(jax.grad(self._objective))
 
     # ------------------------------------------------------------------ parameters and state
     def init(self, key: jax.Array) -> LearnerState:
@@ -69,8 +74,10 @@ class MetaLearner:
             meta_params["inner_lr"] = jax.tree_util.tree_map(
                 lambda p: jnp.full_like(p, self.config.inner_lr), params)
         k = self.config.inner_steps
+        cv_params = {} if self.control_variate is None else \
+            self.control_variate.init(jax.random.fold_in(key, 1))
         return LearnerState(meta_params, self.optimizer.init(meta_params),
-                            jnp.full((k,), self.config.kl_coef, jnp.float32))
+                            jnp.full((k,), self.config.kl_coef, jnp.float32), cv_params)
 
     def step_size(self, meta_params: dict) -> Any:
         """α: the learned per-parameter pytree, or the configured scalar."""
@@ -83,7 +90,9 @@ class MetaLearner:
     def _adapt_tasks_impl(self, meta_params: dict, task_params: Params, batch: StepBatch) -> Params:
         step_size = self.step_size(meta_params)
         one = lambda p, b: adapt_step(self.apply, p, step_size, b, kind=self.config.inner_estimator,  # noqa: E731
-                                      reduction=self.config.loss_reduction)
+                                      reduction=self.config.loss_reduction,
+                                      control_variate=self.spec.control_variate,
+                                      cv_formula=self.spec.cv_formula)
         return jax.vmap(one)(task_params, batch)
 
     def adapt_tasks(self, meta_params: dict, task_params: Params, batch: StepBatch) -> Params:
@@ -91,6 +100,15 @@ class MetaLearner:
         return self._adapt_tasks(meta_params, task_params, batch)
 
     # -------------------------------------------------------------------------------- update
+    def _objective(self, policy_params, meta_params, batches):
+        return meta_terms(self.apply, self.spec, {**meta_params, "policy": policy_params}, batches,
+                          self.config.inner_lr).objective
+
+    def meta_gradient(self, meta_params: dict, batches: StepBatch) -> Params:
+        """∇_θ mean_i J_i: the meta-gradient estimate of the policy parameters on one iteration's
+        stacked batches (the objective only — no KL penalty, no optimizer)."""
+        return self._meta_gradient(meta_params["policy"], meta_params, batches)
+
     def _loss(self, meta_params, batches, kl_coefs):
         terms = meta_terms(self.apply, self.spec, meta_params, batches, self.config.inner_lr)
         penalty = jnp.mean(kl_coefs * terms.inner_kls) if self.config.inner_steps else 0.0
@@ -122,7 +140,7 @@ class MetaLearner:
         if self.config.inner_steps:
             info["KLInner"] = jnp.mean(terms.inner_kls)
             info["KLCoeffInner"] = jnp.mean(kl_coefs)
-        return LearnerState(meta_params, opt_state, kl_coefs), info
+        return LearnerState(meta_params, opt_state, kl_coefs, state.cv_params), info
 
     def _trpo_update(self, state: LearnerState, batches: StepBatch):
         def loss_fn(meta_params):
@@ -135,7 +153,7 @@ class MetaLearner:
             loss_fn, kl_fn, state.meta_params, max_kl=self.config.max_kl, cg_iters=self.config.cg_iters,
             damping=self.config.cg_damping, backtrack_ratio=self.config.backtrack_ratio,
             max_backtracks=self.config.max_backtracks)
-        return LearnerState(meta_params, state.opt_state, state.kl_coefs), info
+        return LearnerState(meta_params, state.opt_state, state.kl_coefs, state.cv_params), info
 
     def update(self, state: LearnerState, batches: StepBatch) -> tuple[LearnerState, dict[str, float]]:
         """One outer update on the stacked step batches ``[K+1, M, ...]``; returns the new

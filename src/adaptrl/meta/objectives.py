@@ -32,7 +32,14 @@ import jax.numpy as jnp
 
 from adaptrl import estimators as est
 from adaptrl.meta import batch as batch_ops
-from adaptrl.meta.adaptation import PolicyApply, adapt, mean_kl_from_old, policy_log_prob, reduce_surrogate
+from adaptrl.meta.adaptation import (
+    PolicyApply,
+    adapt,
+    dice_objective,
+    mean_kl_from_old,
+    policy_log_prob,
+    reduce_surrogate,
+)
 from adaptrl.meta.batch import StepBatch
 
 
@@ -45,6 +52,8 @@ class OuterSpec(NamedTuple):
     clip_eps: float
     emaml: bool
     reduction: str
+    control_variate: str = "none"
+    cv_formula: str = "corrected"
 
 
 class TaskTerms(NamedTuple):
@@ -53,8 +62,12 @@ class TaskTerms(NamedTuple):
     outer_kl: jax.Array  # scalar
 
 
-def outer_surrogate(kind: str, logp: jax.Array, batch: StepBatch, clip_eps: float) -> jax.Array:
-    """J^outer on one task's post-update batch (before loss normalisation)."""
+def outer_surrogate(kind: str, logp: jax.Array, batch: StepBatch, clip_eps: float, *,
+                    mean: jax.Array | None = None, log_std: jax.Array | None = None,
+                    control_variate: str = "none", cv_formula: str = "corrected") -> jax.Array:
+    """J^outer on one task's post-update batch (before loss normalisation). ``dice`` includes the
+    TMAML control variate when one is configured (its J^CV part adds exactly 0 to the gradient,
+    spec CV-4; DiCE's baseline term with b is the first-order variance reduction)."""
     mask = batch.mask
     if kind == "log_likelihood":
         return est.pgt_from_advantages(logp, batch.advantages, mask)
@@ -63,7 +76,7 @@ def outer_surrogate(kind: str, logp: jax.Array, batch: StepBatch, clip_eps: floa
     if kind == "clip":
         return est.clipped_ratio(logp, batch.logp_old, batch.advantages, mask, clip_eps=clip_eps)
     if kind == "dice":
-        return est.dice(logp, batch.dice_rewards, mask)
+        return dice_objective(logp, mean, log_std, batch, control_variate, cv_formula)
     raise ValueError(f"unknown outer objective {kind!r}")  # pragma: no cover - validated
 
 
@@ -73,11 +86,14 @@ def task_terms(apply: PolicyApply, spec: OuterSpec, policy_params: Any, step_siz
     k_steps = spec.inner_steps
     steps = [batch_ops.step(batches, k) for k in range(k_steps + 1)]
     chain = adapt(apply, policy_params, step_size, steps[:k_steps], kind=spec.inner_estimator,
-                  reduction=spec.reduction)
+                  reduction=spec.reduction, control_variate=spec.control_variate,
+                  cv_formula=spec.cv_formula)
     post = steps[k_steps]
-    logp_post, _, _ = policy_log_prob(apply, chain[k_steps], post)
-    objective = reduce_surrogate(outer_surrogate(spec.outer_objective, logp_post, post, spec.clip_eps),
-                                 post.mask, spec.reduction)
+    logp_post, mean_post, log_std_post = policy_log_prob(apply, chain[k_steps], post)
+    surrogate = outer_surrogate(spec.outer_objective, logp_post, post, spec.clip_eps, mean=mean_post,
+                                log_std=log_std_post, control_variate=spec.control_variate,
+                                cv_formula=spec.cv_formula)
+    objective = reduce_surrogate(surrogate, post.mask, spec.reduction)
     if spec.emaml:
         post_credit = jax.lax.stop_gradient(post.reward_z)
         for k in range(k_steps):

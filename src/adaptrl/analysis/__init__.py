@@ -1,0 +1,1 @@
+"""Studies of estimator quality: meta-gradient variance and accuracy, update directions."""

@@ -1,0 +1,419 @@
+"""`adaptrl reproduce`: registry, run folders, skip/resume/conflicts, figure, summary and CLI."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adaptrl.errors import AdaptrlError, ConfigError
+from adaptrl.experiment import reproduce, trainer
+from adaptrl.experiment.checkpoints import has_checkpoint
+from adaptrl.experiment.config import build_config, parse_set
+from adaptrl.experiment.reproduce import (
+    EXPERIMENTS,
+    ExperimentSpec,
+    RunSpec,
+    add_reproduce_parser,
+    cmd_reproduce,
+    plan_experiment,
+    plot_experiment,
+    run_experiment,
+)
+from adaptrl.plots import read_progress
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SMALL = {"tasks_per_iter": 2, "rollouts_per_task": 2, "horizon": 10, "hidden_sizes": (8, 8)}
+TINY = ExperimentSpec(
+    name="tiny", description="test-only reproduction", paper="none (tests)", env="Point1D",
+    iterations=4, runs=(RunSpec("promp", "promp", SMALL), RunSpec("lvc-vpg", "lvc-vpg", SMALL)),
+    preset="default", seeds=2)
+LABELS = ("promp", "lvc-vpg")
+
+
+def cli(argv, capsys=None):
+    """Parse ``adaptrl reproduce ARGV`` with a throwaway parser and run it; returns stdout."""
+    parser = argparse.ArgumentParser(prog="adaptrl")
+    add_reproduce_parser(parser.add_subparsers(dest="verb"))
+    cmd_reproduce(parser.parse_args(["reproduce", *argv]))
+    return capsys.readouterr().out if capsys is not None else None
+
+
+def read_summary(path):
+    with open(path, newline="") as f:
+        return {row["label"]: row for row in csv.DictReader(f)}
+
+
+@pytest.fixture
+def registered(monkeypatch):
+    monkeypatch.setitem(EXPERIMENTS, "tiny", TINY)
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    """One real tiny reproduction (2 labels × 2 seeds × 2 iterations), interrupted in its first run's
+    second iteration and then rerun, which resumes that run and trains the others."""
+    out = tmp_path_factory.mktemp("repro")
+    real_iteration = trainer._iteration
+    calls = {"n": 0}
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_iteration(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(EXPERIMENTS, "tiny", TINY)
+        mp.setattr(trainer, "_iteration", interrupting)
+        first = run_experiment("tiny", seeds=2, scale=0.5, out=out, show_progress=False)
+        partial_rows = reproduce.count_rows(out / "tiny" / "promp-s0")
+        mp.setattr(trainer, "_iteration", real_iteration)
+        lines: list[str] = []
+        second = run_experiment("tiny", seeds=2, scale=0.5, out=out, show_progress=False, log=lines.append)
+    return {"out": out, "first": first, "partial_rows": partial_rows, "second": second, "log": lines}
+
+
+def test_interrupted_run_stops_the_reproduction_and_resumes(reproduced):
+    first, second = reproduced["first"], reproduced["second"]
+    assert first.interrupted and first.figure is None and first.trained == []
+    assert reproduced["partial_rows"] == 1
+    assert [r.status for r in second.runs] == ["resume", "new", "new", "new"]
+    assert [(r.label, r.seed) for r in second.runs] == [("promp", 0), ("lvc-vpg", 0), ("promp", 1),
+                                                         ("lvc-vpg", 1)]
+    assert second.trained == second.run_dirs and not second.interrupted and not second.failed
+    assert reproduced["log"][0].startswith("[1/4] promp seed 0: resume at 1/2")
+    progress = read_progress(reproduced["out"] / "tiny" / "promp-s0")
+    np.testing.assert_array_equal(progress["Itr"], [0, 1])
+    assert np.all(np.diff(progress["n_timesteps"]) > 0)
+
+
+def test_run_directories_hold_the_recipe(reproduced):
+    out = reproduced["out"]
+    for label in LABELS:
+        for seed in (0, 1):
+            run_dir = out / "tiny" / f"{label}-s{seed}"
+            expected = build_config(label, "Point1D", overrides={**SMALL, "seed": seed, "iterations": 2})
+            assert trainer.load_run_config(run_dir) == expected
+            assert len(read_progress(run_dir)["Itr"]) == 2
+            assert has_checkpoint(run_dir)
+            assert (run_dir / "plots" / "learning_curve.png").is_file()
+            assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_figure_summary_and_commands(reproduced):
+    out, result = reproduced["out"], reproduced["second"]
+    assert result.figure == out / "tiny" / "comparison.png"
+    assert result.figure.read_bytes()[:8] == PNG_MAGIC
+    summary = read_summary(out / "tiny" / "summary.csv")
+    assert list(summary) == list(LABELS)
+    assert [row["label"] for row in result.summary] == list(LABELS)
+    for label in LABELS:
+        progresses = [read_progress(out / "tiny" / f"{label}-s{seed}") for seed in (0, 1)]
+        row = summary[label]
+        assert row["seeds"] == "0 1" and row["complete"] == "2" and row["iterations"] == "2"
+        assert row["final_itr"] == "1" and row["inner_steps"] == "1"
+        for column, key in (("pre_update", "Step_0-AverageReturn"), ("post_update", "Step_1-AverageReturn")):
+            finals = [p[key][-1] for p in progresses]
+            assert math.isclose(float(row[f"{column}_mean"]), np.mean(finals), rel_tol=1e-9, abs_tol=1e-9)
+            assert math.isclose(float(row[f"{column}_std"]), np.std(finals), rel_tol=1e-9, abs_tol=1e-9)
+        assert math.isclose(float(row["n_timesteps"]), np.mean([p["n_timesteps"][-1] for p in progresses]))
+        assert math.isclose(float(row["wall_clock_s"]), sum(p["Time"][-1] for p in progresses))
+    commands = (out / "tiny" / "commands.txt").read_text().splitlines()
+    train_lines = [line for line in commands if line.startswith("adaptrl train")]
+    assert train_lines == [run.command for run in result.runs]
+    assert train_lines[0] == ("adaptrl train promp --env Point1D --preset default --seed 0 "
+                              "--iterations 2 --set tasks_per_iter=2 --set rollouts_per_task=2 "
+                              f"--set horizon=10 --set hidden_sizes=8,8 --out {out / 'tiny' / 'promp-s0'}")
+
+
+def test_commands_rebuild_the_same_config(reproduced):
+    """Each printed `adaptrl train` command, parsed by the CLI, builds exactly the run's config."""
+    from adaptrl.cli import _parser
+
+    for run in reproduced["second"].runs:
+        args = _parser().parse_args(shlex.split(run.command)[1:])
+        overrides = {**parse_set(args.set), "seed": args.seed, "iterations": args.iterations}
+        assert build_config(args.algo, args.env, preset=args.preset, overrides=overrides) == run.config
+        assert Path(args.out) == run.run_dir
+
+
+def test_rerun_skips_finished_runs(reproduced, registered, monkeypatch, capsys):
+    out = reproduced["out"]
+    progress_files = sorted((out / "tiny").glob("*/progress.csv"))
+    mtimes = [p.stat().st_mtime_ns for p in progress_files]
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    text = cli(["tiny", "--seeds", "2", "--scale", "0.5", "--out", str(out), "--no-progress"], capsys)
+    assert [p.stat().st_mtime_ns for p in progress_files] == mtimes and len(mtimes) == 4
+    assert "final iteration, mean ± std across seeds" in text and "promp" in text and "lvc-vpg" in text
+    again = run_experiment("tiny", seeds=[0, 1], scale=0.5, out=out, show_progress=False)
+    assert [r.status for r in again.runs] == ["done"] * 4 and again.trained == []
+    assert again.summary == reproduced["second"].summary
+
+
+def test_dry_run_lists_commands_and_status(reproduced, registered, tmp_path, capsys):
+    out = reproduced["out"]
+    text = cli(["tiny", "--seed-list", "0,1", "--scale", "0.5", "--out", str(out), "--dry-run",
+                "--only", "lvc-vpg"], capsys)
+    assert text.startswith("tiny: 1 label × 2 seeds, 2 of 4 iterations each")
+    assert "lvc-vpg seed 1: done (2/2) [skip]" in text and "promp seed" not in text
+    assert "adaptrl train lvc-vpg --env Point1D --preset default --seed 1 --iterations 2" in text
+    fresh = cli(["tiny", "--seeds", "1", "--scale", "0.1", "--out", str(tmp_path), "--dry-run",
+                 "--set", "inner_lr=0.05"], capsys)
+    assert "promp seed 0: new [train]" in fresh and "--iterations 1 " in fresh
+    assert "--set inner_lr=0.05 --out" in fresh
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_plot_only_redraws_from_existing_runs(reproduced, registered, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(reproduced["out"] / "tiny", out / "tiny")
+    for name in ("comparison.png", "summary.csv", "commands.txt"):
+        (out / "tiny" / name).unlink()
+    shutil.rmtree(out / "tiny" / "lvc-vpg-s1")
+    # any scale: plot-only accepts runs of any length
+    text = cli(["tiny", "--out", str(out), "--plot-only"], capsys)
+    assert (out / "tiny" / "comparison.png").read_bytes()[:8] == PNG_MAGIC
+    summary = read_summary(out / "tiny" / "summary.csv")
+    assert summary["lvc-vpg"]["seeds"] == "0" and summary["promp"]["seeds"] == "0 1"
+    assert "wrote" in text
+    with pytest.raises(ConfigError, match="no run of tiny has progress"):
+        plot_experiment("tiny", out=tmp_path / "empty")
+
+
+def test_conflicting_config_is_an_error(reproduced, registered):
+    out = reproduced["out"]
+    with pytest.raises(ConfigError, match=r"another configuration \(inner_lr: 0\.1 there, 0\.05 here\)"
+                                          r".*another --out.*delete"):
+        run_experiment("tiny", seeds=2, scale=0.5, out=out, overrides={"inner_lr": "0.05"})
+    with pytest.raises(ConfigError, match=r"iterations: 2 there, 4 here\)\. It was trained with "
+                                          r"--scale 0\.5"):
+        run_experiment("tiny", seeds=2, scale=1.0, out=out)
+
+
+def test_progress_without_checkpoint_blocks(reproduced, registered, tmp_path):
+    run_dir = tmp_path / "tiny" / "promp-s0"
+    shutil.copytree(reproduced["out"] / "tiny" / "promp-s0", run_dir)
+    shutil.rmtree(run_dir / "checkpoints")
+    lines = (run_dir / "progress.csv").read_text().splitlines()
+    (run_dir / "progress.csv").write_text("\n".join(lines[:2]) + "\n")
+    planned = plan_experiment("tiny", seeds=[0], scale=0.5, out=tmp_path)
+    assert [(r.label, r.status, r.rows) for r in planned] == [("promp", "stalled", 1), ("lvc-vpg", "new", 0)]
+    with pytest.raises(ConfigError, match=r"1/2 rows\): progress without a checkpoint.*delete the folder"):
+        run_experiment("tiny", seeds=[0], scale=0.5, out=tmp_path, only=["promp"])
+    (run_dir / "config.yaml").unlink()
+    with pytest.raises(ConfigError, match=r"training output but no config\.yaml"):
+        plan_experiment("tiny", seeds=[0], scale=0.5, out=tmp_path)
+
+
+def test_bad_input_gives_clear_errors(registered, tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"unknown experiment 'promp-fig9'\. Did you mean 'promp-fig"):
+        cli(["promp-fig9", "--dry-run"])
+    with pytest.raises(ConfigError, match=r"unknown label 'lvc'\. Did you mean 'lvc-vpg'.*"
+                                          r"Valid labels: lvc-vpg, promp"):
+        cli(["tiny", "--only", "promp,lvc", "--dry-run"])
+    for scale in ("0", "-1", "nan"):
+        with pytest.raises(ConfigError, match="scale must be a positive number"):
+            cli(["tiny", "--scale", scale, "--dry-run"])
+    with pytest.raises(ConfigError, match="seeds must be a positive integer"):
+        cli(["tiny", "--seeds", "0", "--dry-run"])
+    with pytest.raises(ConfigError, match="--seed-list expects integers"):
+        cli(["tiny", "--seed-list", "0,a", "--dry-run"])
+    with pytest.raises(ConfigError, match="repeats a seed"):
+        cli(["tiny", "--seed-list", "1,1", "--dry-run"])
+    with pytest.raises(ConfigError, match="either --seeds N or --seed-list"):
+        cli(["tiny", "--seeds", "2", "--seed-list", "0,1", "--dry-run"])
+    with pytest.raises(ConfigError, match="cannot --set seed in a reproduction"):
+        cli(["tiny", "--set", "seed=3", "--dry-run"])
+    with pytest.raises(ConfigError, match="cannot --set iterations"):
+        cli(["tiny", "--set", "iterations=3", "--dry-run"])
+    with pytest.raises(ConfigError, match="unknown setting 'inner_rl'"):
+        cli(["tiny", "--set", "inner_rl=3", "--dry-run"])
+    with pytest.raises(ConfigError, match="reproduce needs NAME"):
+        cli([])
+    with pytest.raises(ConfigError, match="workers must be a positive integer"):
+        run_experiment("tiny", workers=0, out=tmp_path)
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_list_prints_the_registry(capsys):
+    text = cli(["--list"], capsys)
+    for exp in EXPERIMENTS.values():
+        assert f"{exp.name}: {exp.description}" in text and exp.paper in text
+        assert all(f"run {spec.label}" in text for spec in exp.runs)
+    assert "600 iterations" in text and "1000 iterations" in text
+
+
+def test_ray_missing_is_a_clear_error(registered, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    for kwargs in ({"use_ray": True}, {"workers": 2}):
+        with pytest.raises(ConfigError, match=r"needs Ray, which is not installed: "
+                                              r"pip install 'adaptrl\[ray\]'"):
+            run_experiment("tiny", out=tmp_path, show_progress=False, **kwargs)
+
+
+class FakeRef:
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+
+
+class FakeRay:
+    """Just enough of Ray: tasks run when their result is fetched."""
+
+    def __init__(self):
+        self.init_kwargs, self.options, self.in_flight, self.max_in_flight = None, [], 0, 0
+        self.running = self.shut_down = False
+
+    def is_initialized(self):
+        return self.running
+
+    def init(self, **kwargs):
+        self.init_kwargs, self.running = kwargs, True
+
+    def shutdown(self):
+        self.running, self.shut_down = False, True
+
+    def remote(self, **options):
+        self.options.append(options)
+        ray = self
+
+        class Task:
+            def __init__(self, fn):
+                self.fn = fn
+
+            def remote(self, *args):
+                ray.in_flight += 1
+                ray.max_in_flight = max(ray.max_in_flight, ray.in_flight)
+                return FakeRef(self.fn, args)
+
+        return Task
+
+    def wait(self, refs, num_returns=1):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        self.in_flight -= 1
+        return ref.fn(*ref.args)
+
+
+def fake_train(calls):
+    """A stand-in for trainer.train writing 3 synthetic rows; lvc-vpg seed 1 diverges after 1 row."""
+
+    def train(config, run_dir, *, resume=False, show_progress=True, tensorboard=True, make_plots=True):
+        calls.append((config.algo, config.seed, resume, show_progress))
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config.to_yaml())
+        diverges = config.algo == "lvc-vpg" and config.seed == 1
+        rows = ["Itr,n_timesteps,Step_0-AverageReturn,Step_2-AverageReturn,Time"]
+        for i in range(1 if diverges else config.iterations):
+            pre = (10.0 if config.algo == "promp" else 0.0) + i
+            rows.append(f"{i},{100 * (i + 1)},{pre + config.seed},{pre + 3 * config.seed},{i + 1.5}")
+        (run_dir / "progress.csv").write_text("\n".join(rows) + "\n")
+        if diverges:
+            raise trainer.TrainingDiverged("iteration 1: non-finite LossAfter")
+        return trainer.TrainResult(run_dir, None, [], interrupted=False)
+
+    return train
+
+
+def test_ray_runs_every_run_as_a_task(monkeypatch, tmp_path):
+    k2 = ExperimentSpec(name="tiny-k2", description="K = 2", paper="none", env="PointCorners", iterations=3,
+                        runs=tuple(RunSpec(s.label, s.algo, {**SMALL, "inner_steps": 2}) for s in TINY.runs),
+                        preset="default")
+    monkeypatch.setitem(EXPERIMENTS, "tiny-k2", k2)
+    ray, calls = FakeRay(), []
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    monkeypatch.setattr(trainer, "train", fake_train(calls))
+    result = run_experiment("tiny-k2", seeds=2, out=tmp_path, workers=2, cpus_per_run=0.5, show_progress=True)
+    assert ray.init_kwargs == {"address": None, "num_cpus": 1} and ray.shut_down
+    assert ray.options == [{"num_cpus": 0.5}] and ray.max_in_flight == 2
+    assert calls == [("promp", 0, False, False), ("lvc-vpg", 0, False, False), ("promp", 1, False, False),
+                     ("lvc-vpg", 1, False, False)]
+    assert list(result.failed) == [tmp_path / "tiny-k2" / "lvc-vpg-s1"]
+    assert "non-finite LossAfter" in result.failed[tmp_path / "tiny-k2" / "lvc-vpg-s1"]
+    assert len(result.trained) == 3 and result.figure.is_file()
+    promp, lvc = result.summary
+    # promp: seeds 0 and 1 finished 3 rows; post-update (Step_2) at row 2 = 10 + 3·seed + 2
+    assert (promp["final_itr"], promp["inner_steps"], promp["complete"]) == (2, 2, 2)
+    assert promp["post_update_mean"] == pytest.approx(13.5) and promp["post_update_std"] == pytest.approx(1.5)
+    assert promp["pre_update_mean"] == pytest.approx(12.5) and promp["wall_clock_s"] == pytest.approx(7.0)
+    # lvc-vpg: seed 1 stopped after one row, so the common final row is 0
+    assert (lvc["final_itr"], lvc["complete"], lvc["n_timesteps"]) == (0, 1, 100.0)
+    assert lvc["post_update_mean"] == pytest.approx(1.5) and lvc["post_update_std"] == pytest.approx(1.5)
+    assert lvc["wall_clock_s"] == pytest.approx(3.5 + 1.5)
+    # the CLI reports the divergence as an error after drawing the figure
+    parser = argparse.ArgumentParser()
+    add_reproduce_parser(parser.add_subparsers())
+    (tmp_path / "tiny-k2" / "lvc-vpg-s1" / "progress.csv").unlink()
+    (tmp_path / "tiny-k2" / "lvc-vpg-s1" / "config.yaml").unlink()
+    with pytest.raises(AdaptrlError, match=r"1 run\(s\) diverged"):
+        cmd_reproduce(parser.parse_args(["reproduce", "tiny-k2", "--seeds", "2", "--out", str(tmp_path),
+                                         "--ray", "--ray-address", "auto"]))
+    assert ray.init_kwargs == {"address": "auto"}
+
+
+def test_registry_entries_build_their_configs(tmp_path):
+    assert {"promp-fig2", "promp-fig3", "promp-fig4", "tmaml-table1"} <= set(EXPERIMENTS)
+    for name, exp in EXPERIMENTS.items():
+        assert exp.name == name and len(set(exp.labels)) == len(exp.labels) and exp.seeds == 3
+        assert all("{K}" in key or key in ("Step_0-AverageReturn", "Meta-GradientRStd") for key in exp.keys)
+    expected = {"promp-fig2": ["promp", "maml-trpo", "emaml-trpo"],
+                "promp-fig3": ["lvc-vpg", "dice-vpg", "maml-vpg", "emaml-vpg"]}
+    for name, labels in expected.items():
+        exp = EXPERIMENTS[name]
+        assert exp.labels == labels and exp.iterations == 600 and exp.env == "HalfCheetahRandDirec"
+        planned = plan_experiment(name, seeds=2, scale=0.1, out=tmp_path)
+        assert len(planned) == 2 * len(labels) and {r.status for r in planned} == {"new"}
+        for run in planned:
+            assert run.config == build_config(run.label, "HalfCheetahRandDirec", preset="paper",
+                                              overrides={"seed": run.seed, "iterations": 60})
+    fig4 = EXPERIMENTS["promp-fig4"]
+    assert fig4.labels == ["lvc-vpg", "dice-vpg"] and fig4.iterations == 300
+    assert "Meta-GradientRStd" in fig4.keys
+    assert all(spec.overrides == {"tasks_per_iter": 20, "rollouts_per_task": 40, "grad_stats_every": 10,
+                                  "grad_stats_batches": 10} for spec in fig4.runs)
+    tmaml = EXPERIMENTS["tmaml-table1"]
+    assert tmaml.env == "AntRandDirec" and tmaml.iterations == 1000 and tmaml.settings is not None
+    assert [(s.label, s.algo, dict(s.overrides)) for s in tmaml.runs] == [
+        ("tmaml-meta-cv", "tmaml-meta-cv", {}), ("tmaml-task-cv", "tmaml-task-cv", {}), ("lvc", "promp", {}),
+        ("maml", "promp", {"inner_estimator": "pgt"}), ("dice", "promp", {"inner_estimator": "dice"})]
+    assert not (tmp_path / "promp-fig2").exists()
+
+
+def test_fig3_recipe_recognises_the_background_runs(tmp_path, monkeypatch):
+    """A folder written by `adaptrl train lvc-vpg --env HalfCheetahRandDirec --preset paper --seed 0
+    --iterations 120` (possibly by an older version without newer config keys) counts as finished."""
+    expected = build_config("lvc-vpg", "HalfCheetahRandDirec", preset="paper",
+                            overrides={"seed": 0, "iterations": 120})
+    (planned,) = plan_experiment("promp-fig3", seeds=[0], scale=0.2, out=tmp_path)[:1]
+    assert planned.config == expected and planned.run_dir == tmp_path / "promp-fig3" / "lvc-vpg-s0"
+    assert planned.command.startswith("adaptrl train lvc-vpg --env HalfCheetahRandDirec --preset paper "
+                                      "--seed 0 --iterations 120 --out ")
+    run_dir = planned.run_dir
+    run_dir.mkdir(parents=True)
+    import yaml
+
+    config = expected.to_dict()
+    for newer in ("grad_stats_every", "grad_stats_batches"):
+        config.pop(newer, None)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    rows = ["Itr,n_timesteps,Step_0-AverageReturn,Step_1-AverageReturn,Time"]
+    rows += [f"{i},{8000 * (i + 1)},{-100 + i},{-90 + i},{10.0 * (i + 1)}" for i in range(120)]
+    (run_dir / "progress.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    result = run_experiment("promp-fig3", seeds=[0], scale=0.2, out=tmp_path, only=["lvc-vpg"],
+                            show_progress=False)
+    assert result.runs[0].status == "done" and result.trained == []
+    assert [r.status for r in result.runs[1:]] == ["new"] * 3
+    assert result.figure == tmp_path / "promp-fig3" / "comparison.png" and result.figure.is_file()
+    (row,) = result.summary
+    assert (row["label"], row["final_itr"], row["post_update_mean"], row["wall_clock_s"]) == (
+        "lvc-vpg", 119, 29.0, 1200.0)
