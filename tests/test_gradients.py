@@ -83,7 +83,7 @@ def test_directions_study_and_spread(tmp_path):
     (["gradients", "--estimators", "lvc,bogus"], "unknown estimator 'bogus'"),
     (["gradients", "--batch-sizes", "1"], "must be ≥ 2"),
     (["gradients", "--batches", "1"], "--batches must be ≥ 2"),
-    (["gradients", "--batch-sizes", "a,b"], "comma-separated integers"),
+    (["gradients", "--batch-sizes", "a,b"], "integers separated by commas"),
 ])
 def test_gradients_cli_errors(argv, message, capsys):
     assert main([*argv, "--no-progress", "--out", "/tmp/adaptrl-test-gradients"]) == 2

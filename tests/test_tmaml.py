@@ -40,7 +40,7 @@ def test_meta_cv_loss_is_zero_at_the_targets_and_halves_are_disjoint():
     """CV-2: L = 0 when V equals the reward-to-go; the halves partition the trajectories."""
     rewards = jnp.array([[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]])
     mask = jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
-    psi = cv.reward_to_go(rewards, mask)
+    psi = est.reward_to_go(rewards, mask)
     np.testing.assert_allclose(psi, [[6.0, 5.0, 3.0], [0.5, 0.0, 0.0]])
     assert float(cv.masked_mse(psi, psi, mask)) == 0.0
     x = jnp.arange(7)
@@ -168,7 +168,7 @@ def test_control_variate_fits_the_reward_to_go(kind):
                                 lr=0.05 if kind == "meta" else 0.02,
                                 steps=30 if kind == "meta" else 200, action_samples=8)
     params = learner.init(jax.random.PRNGKey(3))
-    target = cv.reward_to_go(dice_rewards, mask)
+    target = est.reward_to_go(dice_rewards, mask)
     for i in range(8 if kind == "meta" else 1):
         params, out, _ = learner.attach(params, batch, jax.random.PRNGKey(10 + i))
     if kind == "meta":  # baselines come from the parameters before this batch's update

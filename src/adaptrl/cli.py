@@ -168,21 +168,11 @@ def _add_gradients_parser(verbs) -> None:
     g.add_argument("--no-progress", action="store_true")
 
 
-def _int_list(text: str, what: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{what} must be comma-separated integers, got {text!r}.") from None
-    if not values:
-        raise ConfigError(f"{what} is empty.")
-    return values
-
-
 def cmd_gradients(args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.progress import Progress
 
-    from adaptrl.experiment.config import build_config, parse_set
+    from adaptrl.experiment.config import build_config, parse_int_list, parse_set
 
     console = Console(stderr=True)
     overrides = parse_set(args.set)
@@ -232,7 +222,7 @@ def cmd_gradients(args: argparse.Namespace) -> None:
                               f"{base.env}. Pass the same --env and --set hidden_sizes=….")
         policy_params = state.meta_params["policy"]
     estimators = [e.strip() for e in args.estimators.split(",") if e.strip()]
-    sizes = _int_list(args.batch_sizes, "--batch-sizes")
+    sizes = parse_int_list(args.batch_sizes, "--batch-sizes")
     warmup = args.cv_warmup if any(e in ("dice-cv", "dice-cv-paper") for e in estimators) else 0
     per_point = args.batches + warmup
     total = len(estimators) * len(sizes) * per_point + (args.truth_batches if args.truth_rollouts else 0)

@@ -300,6 +300,17 @@ def _coerce(name: str, value: Any) -> Any:
     return str(value)
 
 
+def parse_int_list(text: str, what: str) -> list[int]:
+    """``"0,1,2"`` → ``[0, 1, 2]``; a clear error naming the option ``what`` otherwise."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} expects integers separated by commas, e.g. 0,1,2; got {text!r}.") from None
+    if not values:
+        raise ConfigError(f"{what} is empty; give integers separated by commas, e.g. 0,1,2.")
+    return values
+
+
 def parse_set(items: Iterable[str]) -> dict[str, Any]:
     """``["inner_lr=0.05", "env_options.reward_type=dense"]`` → overrides (values as strings;
     env options parsed as YAML scalars)."""

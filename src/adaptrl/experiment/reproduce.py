@@ -49,7 +49,13 @@ import numpy as np
 import yaml
 
 from adaptrl.errors import AdaptrlError, ConfigError, require_positive_int, unknown_name_error
-from adaptrl.experiment.config import TrainConfig, build_config, parse_set
+from adaptrl.experiment.config import (
+    TrainConfig,
+    build_config,
+    parse_int_list,
+    parse_set,
+    tmaml_table1_settings,
+)
 
 DEFAULT_OUT = "reproductions"
 FIGURE_FILE = "comparison.png"
@@ -104,16 +110,6 @@ class ExperimentSpec:
         raise unknown_name_error("label", label, self.labels)
 
 
-def _tmaml_table1_settings(env: str) -> dict[str, Any]:
-    """TMAML Table 1's settings (``adaptrl.experiment.config.tmaml_table1_settings``)."""
-    try:
-        from adaptrl.experiment.config import tmaml_table1_settings
-    except ImportError as e:
-        raise ConfigError("tmaml-table1 needs adaptrl.experiment.config.tmaml_table1_settings, which "
-                          "this version of adaptrl lacks.") from e
-    return dict(tmaml_table1_settings(env))
-
-
 _FIG4_OVERRIDES = {"tasks_per_iter": 20, "rollouts_per_task": 40, "grad_stats_every": 10,
                    "grad_stats_batches": 10}
 
@@ -149,7 +145,7 @@ EXPERIMENTS: dict[str, ExperimentSpec] = {
         runs=(RunSpec("tmaml-meta-cv", "tmaml-meta-cv"), RunSpec("tmaml-task-cv", "tmaml-task-cv"),
               RunSpec("lvc", "promp"), RunSpec("maml", "promp", {"inner_estimator": "pgt"}),
               RunSpec("dice", "promp", {"inner_estimator": "dice"})),
-        settings=_tmaml_table1_settings),
+        settings=tmaml_table1_settings),
 }
 """Name → reproduction (``adaptrl reproduce --list``)."""
 
@@ -719,19 +715,11 @@ def add_reproduce_parser(verbs: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_seed_list(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(f"--seed-list expects integers separated by commas, e.g. 0,1,2; "
-                          f"got {text!r}.") from None
-
-
 def _cli_seeds(args: argparse.Namespace) -> int | list[int] | None:
     if args.seed_list is not None and args.seeds is not None:
         raise ConfigError("give either --seeds N or --seed-list S,S,..., not both.")
     if args.seed_list is not None:
-        return _parse_seed_list(args.seed_list)
+        return parse_int_list(args.seed_list, "--seed-list")
     return args.seeds
 
 

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from adaptrl import estimators as est
 from adaptrl.meta.batch import StepBatch
 from adaptrl.policies import Params
 
@@ -56,12 +57,6 @@ class ValueMLP(nn.Module):
         for i, size in enumerate(self.hidden_sizes):
             x = nn.tanh(nn.Dense(size, name=f"hidden_{i}")(x))
         return nn.Dense(1, kernel_init=nn.initializers.zeros, name="output")(x)[..., 0]
-
-
-def reward_to_go(rewards: jax.Array, mask: jax.Array) -> jax.Array:
-    """Ψ̃_t = Σ_{t'≥t} r̃_{t'} on real steps ([..., T]); the rewards are already discount-folded."""
-    r = rewards * mask
-    return jnp.flip(jnp.cumsum(jnp.flip(r, -1), -1), -1) * mask
 
 
 def state_features(observations: jax.Array) -> jax.Array:
@@ -198,7 +193,7 @@ class ControlVariate:
         return self.net.apply(params, x)
 
     def _attach_impl(self, params: Params, batch: StepBatch, key: jax.Array):
-        targets = reward_to_go(batch.dice_rewards, batch.mask)
+        targets = est.reward_to_go(batch.dice_rewards, batch.mask)  # already discount-folded
         if self.kind == "task":
             noise = jax.random.normal(key, (self.action_samples,), batch.actions.dtype)
             values = jax.vmap(lambda b, y: task_cv_values(self._value, params, b, y, noise, self.lr,
