@@ -35,6 +35,18 @@ def test_statistics_by_hand_and_scale_invariance():
         G.gradient_statistics(grads[:1])
 
 
+def test_rsd_bootstrap_error_matches_the_spread_over_repeated_studies():
+    """``rsd_se`` (bootstrap over the B batches of one study) estimates how much the RSD varies
+    between independent studies: Gaussian gradients with known mean and noise, B = 8."""
+    rng = np.random.default_rng(0)
+    truth = np.ones(50)
+    studies = [truth + 1.5 * rng.normal(size=(8, 50)) for _ in range(300)]
+    spread = np.std([G.relative_std(g) for g in studies], ddof=1)
+    se = np.mean([G.gradient_statistics(g)["rsd_se"] for g in studies[:40]])
+    assert 0.5 * spread < se < 2.0 * spread, (se, spread)
+    assert G.gradient_statistics(np.tile([1.0, -2.0], (4, 1)))["rsd_se"] == 0.0
+
+
 def test_gradient_study_writes_csv_and_figure(tmp_path):
     """A tiny study on the 1-D task with a ground truth: one row per estimator and batch size."""
     base = build_config("dice-vpg", "Point1DRandGoal", overrides={"tasks_per_iter": 2, "hidden_sizes": (4,)})

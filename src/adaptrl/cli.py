@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 
@@ -237,8 +238,9 @@ def cmd_gradients(args: argparse.Namespace) -> None:
     from rich.table import Table
 
     table = Table(title=f"{base.env}: {args.batches} batches per point, {base.tasks_per_iter} tasks")
-    cols = ["estimator", "batch_size", "rsd", "rsd_coordinate", "cos_to_mean"] + \
-        (["pearson", "cos_truth"] if result.truth else [])
+    with_cv = any(math.isfinite(r["cv_explained_variance"]) for r in result.rows)
+    cols = ["estimator", "batch_size", "rsd", "rsd_se", "rsd_coordinate", "cos_to_mean"] + \
+        (["pearson", "cos_truth"] if result.truth else []) + (["cv_explained_variance"] if with_cv else [])
     for col in cols:
         table.add_column(col, justify="right")
     for row in result.rows:

@@ -9,6 +9,8 @@ metric, so this is ours):
 * ``rsd`` — relative standard deviation √(Σ_j Var_b[ĝ_j]) / ‖mean_b ĝ‖: the total standard
   deviation of the estimate relative to the norm of its mean. Invariant to rescaling the rewards
   and the parameters' units; it is what ``Meta-GradientRStd`` logs during training.
+  ``rsd_se`` is its bootstrap standard error over the B batches: with few batches ‖mean‖ carries
+  noise (E‖ḡ‖² = ‖g‖² + ΣVar/B), which biases the RSD down and makes it noisy when it is large.
 * ``rsd_coordinate`` — mean_j std_b[ĝ_j] / |mean_b ĝ_j|, the per-coordinate ratio averaged over
   coordinates (EST-8's default). Coordinates whose mean is near zero dominate it, so it is noisy.
 * ``cos_to_mean`` — mean_b cos(ĝ_b, mean_b ĝ).
@@ -73,6 +75,24 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b) / denom if denom > 0 else math.nan
 
 
+def relative_std(grads: np.ndarray) -> float:
+    """RSD = √(Σ_j Var_b[ĝ_{b,j}]) / ‖mean_b ĝ_b‖ of ``grads`` ``[B, P]`` (docs/reproductions.md)."""
+    norm = float(np.linalg.norm(grads.mean(axis=0)))
+    return math.sqrt(float(grads.var(axis=0, ddof=1).sum())) / norm if norm > 0 else math.nan
+
+
+def bootstrap_se(grads: np.ndarray, statistic: Callable[[np.ndarray], float], resamples: int = 200,
+                 seed: int = 0) -> float:
+    """Standard error of ``statistic`` by resampling the B batches with replacement (fixed seed,
+    so a study is reproducible). With few batches the RSD is itself noisy: ‖mean‖ is inflated by
+    the noise (E‖ḡ‖² = ‖g‖² + ΣVar/B), so compare rows only beyond this error."""
+    rng = np.random.default_rng(seed)
+    b = grads.shape[0]
+    values = [statistic(grads[rng.integers(0, b, b)]) for _ in range(resamples)]
+    values = np.asarray([v for v in values if np.isfinite(v)])
+    return float(values.std(ddof=1)) if values.size > 1 else math.nan
+
+
 def gradient_statistics(grads: np.ndarray, truth: np.ndarray | None = None) -> dict[str, float]:
     """Statistics of B gradient estimates ``grads`` ``[B, P]`` (module docstring)."""
     grads = np.asarray(grads, np.float64)
@@ -84,7 +104,8 @@ def gradient_statistics(grads: np.ndarray, truth: np.ndarray | None = None) -> d
     with np.errstate(divide="ignore", invalid="ignore"):
         per_coordinate = np.sqrt(var) / np.abs(mean)
     out = {
-        "rsd": math.sqrt(float(var.sum())) / norm if norm > 0 else math.nan,
+        "rsd": relative_std(grads),
+        "rsd_se": bootstrap_se(grads, relative_std),
         "rsd_coordinate": float(np.mean(per_coordinate[np.isfinite(per_coordinate)]))
         if np.isfinite(per_coordinate).any() else math.nan,
         "std": math.sqrt(float(var.mean())),
@@ -103,12 +124,15 @@ def gradient_statistics(grads: np.ndarray, truth: np.ndarray | None = None) -> d
 
 # ------------------------------------------------------------------------------------ sampling
 def sample_meta_gradients(exp, state, tasks: dict, key: jax.Array, num_batches: int,
-                          on_batch: Callable[[], None] | None = None) -> np.ndarray:
+                          on_batch: Callable[[], None] | None = None,
+                          cv_explained_variance: list[float] | None = None) -> np.ndarray:
     """``[B, P]`` meta-gradients of ``exp``'s learner at ``state`` on ``num_batches`` independent
     batches for the same ``tasks`` (each batch: K + 1 fresh sampling rounds with adaptation).
 
     A control variate starts every batch from ``state.cv_params`` (its per-batch update is
-    discarded), so the B estimates are independent given the state."""
+    discarded), so the B estimates are independent given the state. With a control variate, the
+    explained variance of Ψ̃ by its baselines (last sampling round) is appended to
+    ``cv_explained_variance`` for each batch."""
     from adaptrl.experiment.trainer import sample_and_adapt
     from adaptrl.meta.batch import stack_steps
 
@@ -117,6 +141,8 @@ def sample_meta_gradients(exp, state, tasks: dict, key: jax.Array, num_batches: 
         result = sample_and_adapt(exp, state.meta_params, tasks, jax.random.fold_in(key, b),
                                   exp.config.inner_steps, cv_params=state.cv_params)
         grads.append(flatten(exp.learner.meta_gradient(state.meta_params, stack_steps(result.batches))))
+        if cv_explained_variance is not None and exp.learner.control_variate is not None:
+            cv_explained_variance.append(result.cv_explained_variance)
         if on_batch is not None:
             on_batch()
     return np.stack(grads)
@@ -231,13 +257,16 @@ def gradient_study(base_config, estimators: Sequence[str], batch_sizes: Sequence
                     state = _warm_control_variate(
                         exp, state, tasks, jax.random.fold_in(key, 4), cv_warmup,
                         (lambda name=name: progress(name, 1)) if progress else None)
+                cv_quality: list[float] = []
                 grads = sample_meta_gradients(
                     exp, state, tasks, jax.random.fold_in(key, 5 + int(n)), num_batches,
-                    on_batch=(lambda name=name: progress(name, 1)) if progress else None)
+                    on_batch=(lambda name=name: progress(name, 1)) if progress else None,
+                    cv_explained_variance=cv_quality)
             finally:
                 exp.close()
             row = {"estimator": name, "batch_size": int(n), "batches": num_batches,
-                   "tasks": base_config.tasks_per_iter, **gradient_statistics(grads, truth)}
+                   "tasks": base_config.tasks_per_iter, **gradient_statistics(grads, truth),
+                   "cv_explained_variance": float(np.mean(cv_quality)) if cv_quality else math.nan}
             rows.append(row)
     csv_path = out / "gradients.csv"
     fields = list(dict.fromkeys(k for row in rows for k in row))

@@ -34,6 +34,7 @@ from adaptrl.errors import ConfigError, unknown_name_error
 INNER_ESTIMATORS = ("pgt", "lvc", "dice", "likelihood_ratio")
 CONTROL_VARIATES = ("none", "meta", "task")
 CV_FORMULAS = ("corrected", "paper")
+CV_OPTIMIZERS = ("sgd", "adam")
 POLICIES = ("gaussian_mlp", "quadratic_feature")
 OUTER_OBJECTIVES = ("log_likelihood", "ratio", "clip", "dice")
 OPTIMIZERS = ("adam", "trpo")
@@ -89,6 +90,9 @@ class TrainConfig:
     cv_hidden_sizes: tuple = (64, 64)
     cv_inner_lr: float = 0.01
     cv_lr: float = 0.01
+    # Adam, not Alg. 1's plain step: at β' = 0.01 the plain step leaves the control variate near
+    # its zero-output start on MuJoCo tasks (docs/algorithms.md, deviation 13); --preset paper: sgd.
+    cv_optimizer: str = "adam"
     cv_steps: int = 10
     cv_action_samples: int = 8
     # meta-gradient statistics during training (ProMP Fig. 4, spec EST-8)
@@ -149,6 +153,7 @@ FIELD_HELP: dict[str, str] = {
     "cv_hidden_sizes": "control-variate network hidden sizes",
     "cv_inner_lr": "α' of the meta control variate's adaptation step (TMAML Alg. 1)",
     "cv_lr": "β' of the control-variate update (TMAML Alg. 1); Adam rate of the per-task CV fit",
+    "cv_optimizer": "update of the meta control variate with rate β': sgd (TMAML Alg. 1) or adam",
     "cv_steps": "control-variate updates per sampled batch",
     "cv_action_samples": "samples of a^i per action coordinate for the per-task CV's expectation (Eq. 11)",
     "grad_stats_every": "every N iterations resample grad_stats_batches batches and log the "
@@ -224,12 +229,12 @@ def tmaml_table1_settings(env: str) -> dict[str, Any]:
     """TMAML App. E Table 1 (spec HP-2) for canonical family ``env``, as config overrides.
 
     64² policy (Humanoid 128²), one adaptation step (AntRandGoal two), α = 0.01, β = 0.001,
-    α' = β' = 0.01, 40 tasks × 20 trajectories, 5 gradient steps per iteration, clip ε = 0.3,
-    KL η = 0.0005, trajectory length 100 in every environment, and TMAML's task distributions.
+    α' = β' = 0.01 (plain gradient steps, as Alg. 1), 40 tasks × 20 trajectories, 5 gradient
+    steps per iteration, clip ε = 0.3, KL η = 0.0005, trajectory length 100 in every environment, and TMAML's task distributions.
     """
     settings: dict[str, Any] = dict(
         inner_lr=0.01, outer_lr=1e-3, hidden_sizes=(64, 64), inner_steps=1, cv_inner_lr=0.01,
-        cv_lr=0.01, tasks_per_iter=40, rollouts_per_task=20, outer_steps=5, clip_eps=0.3,
+        cv_lr=0.01, cv_optimizer="sgd", tasks_per_iter=40, rollouts_per_task=20, outer_steps=5, clip_eps=0.3,
         kl_coef=5e-4, horizon=100)
     if env.startswith("Humanoid"):
         settings["hidden_sizes"] = (128, 128)
@@ -331,7 +336,8 @@ def _check(config: TrainConfig) -> TrainConfig:
     """Validate ranges and names; one clear message per mistake."""
     choices = {"inner_estimator": INNER_ESTIMATORS, "outer_objective": OUTER_OBJECTIVES,
                "optimizer": OPTIMIZERS, "baseline": BASELINES, "loss_reduction": LOSS_REDUCTIONS,
-               "control_variate": CONTROL_VARIATES, "cv_formula": CV_FORMULAS, "policy": POLICIES}
+               "control_variate": CONTROL_VARIATES, "cv_formula": CV_FORMULAS, "policy": POLICIES,
+               "cv_optimizer": CV_OPTIMIZERS}
     for name, valid in choices.items():
         value = getattr(config, name)
         if value not in valid:

@@ -95,6 +95,7 @@ class AdaptationResult:
     batches: list = field(default_factory=list)
     cv_params: Any = None
     cv_loss: float = math.nan
+    cv_explained_variance: float = math.nan
 
 
 def sample_and_adapt(exp: Experiment, meta_params: dict, tasks: dict, key: jax.Array, steps: int,
@@ -119,8 +120,9 @@ def sample_and_adapt(exp: Experiment, meta_params: dict, tasks: dict, key: jax.A
         timings["Time-SampleProc"] = timings.get("Time-SampleProc", 0.0) + time.perf_counter() - start
         if control_variate is not None:
             start = time.perf_counter()
-            result.cv_params, batch, result.cv_loss = control_variate.attach(
+            result.cv_params, batch, cv_stats = control_variate.attach(
                 result.cv_params, batch, jax.random.fold_in(keys[k], 7))
+            result.cv_loss, result.cv_explained_variance = cv_stats["loss"], cv_stats["explained_variance"]
             timings["Time-ControlVariate"] = timings.get("Time-ControlVariate", 0.0) + \
                 time.perf_counter() - start
         if k < steps:
@@ -311,6 +313,7 @@ def _iteration(exp: Experiment, state: LearnerState, itr: int):
     row["NumDiverged"] = float(exp.sampler.stats.get("NumDiverged", 0))
     if exp.learner.control_variate is not None:
         row["CVLoss"] = result.cv_loss
+        row["CVExplainedVariance"] = result.cv_explained_variance
     if config.grad_stats_every and itr % config.grad_stats_every == 0:
         from adaptrl.analysis.gradients import training_gradient_stats
 

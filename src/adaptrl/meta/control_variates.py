@@ -11,6 +11,9 @@ b must not depend on a_t (CV-5); this module learns it from the sampled data. Tw
       φ¹ = φ − α'∇L(φ; A),   φ² = φ − α'∇L(φ; B),
       φ  ← φ − β'·mean_i [∇_φ L(φ¹; B) + ∇_φ L(φ²; A)],
 
+  (``cv_optimizer="sgd"``, as printed; ``"adam"`` takes the same meta-gradient through Adam with
+  rate β', which fits the control variate in far fewer batches — see docs/algorithms.md),
+
   with L(φ; D) the mean over D's real steps of (V_φ(s_t) − Ψ_t)² (Eq. 12 with r_{t'}, ISS-18; a mean
   rather than a sum so α', β' = 0.01 are usable for any batch size). Halves alternate between
   first/second and even/odd trajectories over the ``cv_steps`` repetitions ("swap", step 4).
@@ -35,7 +38,7 @@ state and the time step, never on a_t. Everything here is one jitted function pe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -43,6 +46,7 @@ import jax.numpy as jnp
 import optax
 
 from adaptrl import estimators as est
+from adaptrl.experiment.config import CV_OPTIMIZERS
 from adaptrl.meta.batch import StepBatch
 from adaptrl.policies import Params
 
@@ -168,37 +172,62 @@ def task_cv_values(q_fn, psi0: Params, batch: StepBatch, targets: jax.Array, noi
 
 
 # ---------------------------------------------------------------------------------- the learner
+class CVState(NamedTuple):
+    """The control variate's persistent state: network parameters and optimizer state."""
+
+    params: Params
+    opt_state: Any
+
+
+def explained_variance(baselines: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
+    """1 − Σ(Ψ̃ − b)² / Σ(Ψ̃ − mean Ψ̃)² over real steps: 1 is a perfect control variate, 0 is
+    no better than a constant, < 0 is worse."""
+    n = jnp.maximum(jnp.sum(mask), 1.0)
+    mean = jnp.sum(mask * targets) / n
+    total = jnp.sum(mask * (targets - mean) ** 2)
+    return 1.0 - jnp.sum(mask * (targets - baselines) ** 2) / jnp.maximum(total, 1e-12)
+
+
 class ControlVariate:
     """Learns the control variate of one configuration and fills ``StepBatch.cv_baselines``.
 
-    ``kind``: ``meta`` (state: φ, persistent across iterations and checkpointed) or ``task``
-    (state: the initialisation ψ₀ the per-task Q-networks start from, fixed)."""
+    ``kind``: ``meta`` (state: φ and its optimizer state, persistent across iterations and
+    checkpointed) or ``task`` (state: the initialisation ψ₀ the per-task Q-networks start from,
+    fixed). ``optimizer`` is the meta control variate's outer update (``sgd``: Alg. 1 as printed,
+    ``adam``); the per-task fit always uses Adam."""
 
     def __init__(self, kind: str, obs_dim: int, act_dim: int, *, hidden_sizes: Sequence[int],
-                 inner_lr: float, lr: float, steps: int, action_samples: int):
+                 inner_lr: float, lr: float, steps: int, action_samples: int, optimizer: str = "sgd"):
         if kind not in ("meta", "task"):
             raise ValueError(f"unknown control variate {kind!r}")
+        if optimizer not in CV_OPTIMIZERS:
+            raise ValueError(f"unknown control-variate optimizer {optimizer!r}; valid: {CV_OPTIMIZERS}")
         self.kind, self.obs_dim, self.act_dim = kind, obs_dim, act_dim
         self.net = ValueMLP(tuple(int(h) for h in hidden_sizes))
         self.inner_lr, self.lr, self.steps, self.action_samples = inner_lr, lr, steps, action_samples
+        self.optimizer = optax.sgd(lr) if optimizer == "sgd" else optax.adam(lr)
         self._attach = jax.jit(self._attach_impl)
 
     def input_dim(self) -> int:
         return self.obs_dim + 1 + (self.act_dim if self.kind == "task" else 0)
 
-    def init(self, key: jax.Array) -> Params:
-        return self.net.init(key, jnp.zeros((1, self.input_dim()), jnp.float32))
+    def init(self, key: jax.Array) -> CVState:
+        params = self.net.init(key, jnp.zeros((1, self.input_dim()), jnp.float32))
+        return CVState(params, self.optimizer.init(params) if self.kind == "meta" else ())
 
     def _value(self, params: Params, x: jax.Array) -> jax.Array:
         return self.net.apply(params, x)
 
-    def _attach_impl(self, params: Params, batch: StepBatch, key: jax.Array):
+    def _attach_impl(self, state: CVState, batch: StepBatch, key: jax.Array):
         targets = est.reward_to_go(batch.dice_rewards, batch.mask)  # already discount-folded
+        params = state.params
         if self.kind == "task":
             noise = jax.random.normal(key, (self.action_samples,), batch.actions.dtype)
             values = jax.vmap(lambda b, y: task_cv_values(self._value, params, b, y, noise, self.lr,
                                                           self.steps))(batch, targets)
-            return params, batch._replace(cv_baselines=values), jnp.asarray(0.0)
+            # each coordinate's b^i estimates Ψ̃; their mean summarises the fit
+            quality = explained_variance(jnp.mean(values, axis=-1), targets, batch.mask)
+            return state, batch._replace(cv_baselines=values), jnp.asarray(0.0), quality
         features = state_features(batch.observations)
         # Baselines first, from φ before this batch's update: φ has seen only earlier batches, and
         # the one MAML step is cross-fitted, so no rollout shapes the b it is evaluated with.
@@ -210,20 +239,23 @@ class ControlVariate:
                                                                   interleaved))
             return jnp.mean(per_task(features, targets, batch.mask))
 
-        loss = jnp.asarray(0.0)
+        loss, opt_state = jnp.asarray(0.0), state.opt_state
         for r in range(self.steps):  # unrolled: the split alternates between repetitions (static)
             loss, grads = jax.value_and_grad(meta_loss)(params, r % 2 == 1)
-            params = jax.tree_util.tree_map(lambda p, g: p - self.lr * g, params, grads)
-        return params, batch._replace(cv_baselines=values), loss
+            updates, opt_state = self.optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+        quality = explained_variance(values, targets, batch.mask)
+        return CVState(params, opt_state), batch._replace(cv_baselines=values), loss, quality
 
-    def attach(self, params: Params, batch: StepBatch, key: jax.Array) -> tuple[Params, StepBatch, float]:
+    def attach(self, state: CVState, batch: StepBatch, key: jax.Array) -> tuple[CVState, StepBatch, dict]:
         """Set ``batch.cv_baselines`` and update the control variate on ``batch``.
 
         ``meta``: the baselines come from the parameters *before* this batch's ``cv_steps`` Alg. 1
-        updates (cross-fitted per task); returns (updated φ, batch, the last Alg. 1 loss).
-        ``task``: fresh per-task fits, ``params`` (ψ₀) unchanged, loss 0."""
-        params, batch, loss = self._attach(params, batch, key)
-        return params, batch, float(loss)
+        updates (cross-fitted per task). ``task``: fresh per-task fits, ψ₀ unchanged.
+        Returns (new state, batch, stats): ``loss`` — the last Alg. 1 loss (0 for ``task``) —
+        and ``explained_variance`` of Ψ̃ by the baselines attached to this batch."""
+        state, batch, loss, quality = self._attach(state, batch, key)
+        return state, batch, {"loss": float(loss), "explained_variance": float(quality)}
 
 
 def control_variate_for(config: Any, obs_dim: int, act_dim: int) -> ControlVariate | None:
@@ -232,4 +264,4 @@ def control_variate_for(config: Any, obs_dim: int, act_dim: int) -> ControlVaria
         return None
     return ControlVariate(config.control_variate, obs_dim, act_dim, hidden_sizes=config.cv_hidden_sizes,
                           inner_lr=config.cv_inner_lr, lr=config.cv_lr, steps=config.cv_steps,
-                          action_samples=config.cv_action_samples)
+                          action_samples=config.cv_action_samples, optimizer=config.cv_optimizer)
