@@ -230,7 +230,8 @@ def tmaml_table1_settings(env: str) -> dict[str, Any]:
 
     64² policy (Humanoid 128²), one adaptation step (AntRandGoal two), α = 0.01, β = 0.001,
     α' = β' = 0.01 (plain gradient steps, as Alg. 1), 40 tasks × 20 trajectories, 5 gradient
-    steps per iteration, clip ε = 0.3, KL η = 0.0005, trajectory length 100 in every environment, and TMAML's task distributions.
+    steps per iteration, clip ε = 0.3, KL η = 0.0005, trajectory length 100 in every environment,
+    and TMAML's task distributions.
     """
     settings: dict[str, Any] = dict(
         inner_lr=0.01, outer_lr=1e-3, hidden_sizes=(64, 64), inner_steps=1, cv_inner_lr=0.01,
