@@ -153,7 +153,8 @@ def training_gradient_stats(exp, state, tasks: dict, key: jax.Array) -> dict[str
     ``grad_stats_batches`` meta-gradients resampled at the current parameters on this iteration's
     tasks (the original's ``Meta-GradientRStd`` etc., reference §7.5)."""
     stats = gradient_statistics(sample_meta_gradients(exp, state, tasks, key, exp.config.grad_stats_batches))
-    return {"Meta-GradientRStd": stats["rsd"], "Meta-GradientRStdCoord": stats["rsd_coordinate"],
+    return {"Meta-GradientRStd": stats["rsd"], "Meta-GradientRStdSE": stats["rsd_se"],
+            "Meta-GradientRStdCoord": stats["rsd_coordinate"],
             "Meta-GradientStd": stats["std"], "Meta-GradientNorm": stats["mean_norm"],
             "Meta-GradientCos": stats["cos_to_mean"]}
 
