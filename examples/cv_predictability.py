@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 
 import jax
-import optax
 
 from adaptrl import estimators as est
 from adaptrl.experiment.trainer import Experiment, load_run, sample_and_adapt, task_seed
@@ -23,18 +22,10 @@ from adaptrl.meta import control_variates as cv
 
 
 def fit_value(features, targets, mask, steps: int, lr: float = 1e-3, hidden=(64, 64)):
-    """Adam on the masked mean squared error of ValueMLP(features) to ``targets``."""
+    """A value network ValueMLP(s, t/T) fitted with Adam; returns its prediction function."""
     net = cv.ValueMLP(hidden)
-    params = net.init(jax.random.PRNGKey(0), features[:1, 0])
-    opt = optax.adam(lr)
-
-    def step(carry, _):
-        p, s = carry
-        grads = jax.grad(lambda q: cv.masked_mse(net.apply(q, features), targets, mask))(p)
-        updates, s = opt.update(grads, s, p)
-        return (optax.apply_updates(p, updates), s), None
-
-    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+    params = cv.fit_regression(net.apply, net.init(jax.random.PRNGKey(0), features[:1, 0]), features,
+                               targets, mask, lr, steps)
     return lambda f: net.apply(params, f)
 
 

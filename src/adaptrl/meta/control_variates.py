@@ -122,20 +122,27 @@ def meta_cv_values(value_fn, phi: Params, features: jax.Array, targets: jax.Arra
 
 
 # -------------------------------------------------------------------- per-task control variates
-def fit_q(q_fn, psi0: Params, features: jax.Array, actions: jax.Array, targets: jax.Array,
-          mask: jax.Array, lr: float, steps: int) -> Params:
-    """``steps`` Adam steps of Q_ψ(s, a) on the mean squared error to Ψ̃ (from ``psi0``)."""
-    inputs = jnp.concatenate([features, actions], axis=-1)
+def fit_regression(fn, params0: Params, inputs: jax.Array, targets: jax.Array, mask: jax.Array,
+                   lr: float, steps: int) -> Params:
+    """``steps`` Adam steps of ``fn(params, inputs)`` on the masked mean squared error to
+    ``targets``, from ``params0``."""
     opt = optax.adam(lr)
 
     def step(carry, _):
-        psi, state = carry
-        grads = jax.grad(lambda p: masked_mse(q_fn(p, inputs), targets, mask))(psi)
-        updates, state = opt.update(grads, state, psi)
-        return (optax.apply_updates(psi, updates), state), None
+        p, state = carry
+        grads = jax.grad(lambda q: masked_mse(fn(q, inputs), targets, mask))(p)
+        updates, state = opt.update(grads, state, p)
+        return (optax.apply_updates(p, updates), state), None
 
-    (psi, _), _ = jax.lax.scan(step, (psi0, opt.init(psi0)), None, length=steps)
-    return psi
+    (params, _), _ = jax.lax.scan(step, (params0, opt.init(params0)), None, length=steps)
+    return params
+
+
+def fit_q(q_fn, psi0: Params, features: jax.Array, actions: jax.Array, targets: jax.Array,
+          mask: jax.Array, lr: float, steps: int) -> Params:
+    """``steps`` Adam steps of Q_ψ(s, a) on the mean squared error to Ψ̃ (from ``psi0``)."""
+    return fit_regression(q_fn, psi0, jnp.concatenate([features, actions], axis=-1), targets, mask,
+                          lr, steps)
 
 
 def action_dependent_baselines(q_fn, psi: Params, features: jax.Array, actions: jax.Array,
