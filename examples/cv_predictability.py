@@ -17,7 +17,8 @@ import dataclasses
 import jax
 
 from adaptrl import estimators as est
-from adaptrl.experiment.trainer import Experiment, load_run, sample_and_adapt, task_seed
+from adaptrl.algorithms.meta_rl import MetaRL, sample_and_adapt, task_seed
+from adaptrl.experiment.evaluation import load_run
 from adaptrl.meta import control_variates as cv
 
 
@@ -39,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     config, state, _ = load_run(args.run_dir)
     config = dataclasses.replace(config, tasks_per_iter=args.tasks, rollouts_per_task=args.rollouts)
-    exp = Experiment.build(config)
+    exp = MetaRL.build(config)
     try:
         tasks = exp.env.sample_tasks(args.tasks, seed=task_seed(jax.random.PRNGKey(args.seed)))
         result = sample_and_adapt(exp, state.meta_params, tasks, jax.random.PRNGKey(args.seed + 1),

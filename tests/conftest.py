@@ -41,7 +41,7 @@ def make_env():
 
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
-    """Run in a temporary directory (MuJoCo writes MUJOCO_LOG.TXT to the cwd on warnings)."""
+    """Run in a temporary directory, so files written relative to the cwd stay out of the checkout."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

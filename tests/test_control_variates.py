@@ -1,5 +1,6 @@
-"""TMAML control variates by exact enumeration (spec EST-5, EST-6, EST-7 rows "DiCE + TMAML" and
-"DiCE + CV", CV-1, CV-5, ISS-1).
+"""TMAML control variates by exact enumeration: TMAML (Liu et al., 2019) §4.2 Eq. 7 as printed
+(Thm. 1 fails for it), our corrected control variate (docs/algorithms.md, "TMAML control
+variates"), their sums with DiCE, and the action-dependent form of TMAML Eq. 11.
 
 The tabular MDP, its enumerated trajectories and the exact H1/H2/H12, Fisher matrices and state
 marginals come from ``test_estimators`` (shared helpers, float64). Expectations are exact finite
@@ -91,9 +92,10 @@ def dice_with(b_weight: float, cv=None):
 @pytest.mark.parametrize(("kind", "baseline"), [("tabular", "state"), ("tabular", "time_state"),
                                                 ("mlp", "time_state")])
 def test_control_variate_values_gradients_and_expected_hessians(kind, baseline):
-    """EST-5 (U): value and gradient of both surrogates are 0 on every sample.
-    EST-6 (S): E[∇² tmaml_cv] = 0 for any state(-time) baseline.
-    EST-5 / ISS-1 (S): E[∇² tmaml_cv_paper] = 2·Σ_t E[b(s_t)·F(s_t)] ≠ 0."""
+    """Per sample: value and gradient of both surrogates are 0 on every sample.
+    In expectation: E[∇² tmaml_cv] = 0 for any state(-time) baseline (the corrected form);
+    E[∇² tmaml_cv_paper] = 2·Σ_t E[b(s_t)·F(s_t)] ≠ 0 (TMAML Eq. 7 as printed, contrary to
+    its Thm. 1)."""
     pb = problem(kind)
     table = baseline_table(baseline, pb.mdp)
     b = along(table, pb.trajs.states)
@@ -114,13 +116,13 @@ def test_control_variate_values_gradients_and_expected_hessians(kind, baseline):
 
 
 def test_dice_plus_cv_is_unbiased_and_lowers_hessian_variance():
-    """EST-6 / EST-7 with b = V^π (exact, γ^t V_t(s)):
+    """DiCE with the control variates, b = V^π (exact, γ^t V_t(s)):
 
     * DiCE + baseline term + corrected CV: E[∇] = ∇J and E[∇²] = ∇²J (unbiased);
     * DiCE + Eq. 7 as printed: E[∇²] = ∇²J + 2ΣE[bF] (biased);
     * Hessian variance: LVC < DiCE + CV < DiCE (the claim of TMAML Thm 2 holds for the corrected
-      form), and the printed form has a higher variance than DiCE (spec EST-5: 0.071 → 0.219 on
-      the spec's MDP; here the same ordering).
+      form), and the printed form has a higher variance than DiCE (the values on this MDP are in
+      docs/reproductions.md, "Estimator variance on the tabular MDP").
     """
     pb = problem("tabular")
     table = value_baseline(pb, GAMMA)
@@ -152,12 +154,13 @@ def test_dice_plus_cv_is_unbiased_and_lowers_hessian_variance():
 
 
 def test_action_dependent_control_variate():
-    """CV-1 / CV-5 on an MDP whose action is two independent binary coordinates (a = 2·a¹ + a²,
-    π(a|s) = π¹(a¹|s)·π²(a²|s)):
+    """TMAML Eq. 11 and Thm. 1 on an MDP whose action is two independent binary coordinates
+    (a = 2·a¹ + a², π(a|s) = π¹(a¹|s)·π²(a²|s)):
 
     * a per-coordinate baseline b^i(s_t, a_t^{−i}) keeps DiCE's gradient unbiased and the
       action-dependent corrected CV has E[∇²] = 0, so DiCE + both has E[∇²] = ∇²J;
-    * negative control (CV-5): a baseline that depends on a_t itself biases the gradient.
+    * negative control: a baseline that depends on a_t itself biases the gradient (TMAML's
+      control variates may depend on the state and task only, §4.2).
     """
     S, T = 2, 3
     rng = np.random.default_rng(5)
@@ -216,7 +219,7 @@ def test_action_dependent_control_variate():
     close(cv_hessian, 0.0)
     close(out["coordinate"][0], grad_J)
     close(out["coordinate"][1], hess_J)
-    far(out["action"][0], grad_J)  # CV-5 negative control
+    far(out["action"][0], grad_J)  # negative control: b depends on a_t
 
 
 def test_registry_of_control_variates():

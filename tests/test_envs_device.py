@@ -1,6 +1,8 @@
-"""Point and 1-D task families (JAX device simulator): dynamics and rewards by hand
-(promp-reference-implementation.md §3.4-3.5), task distributions, resets, JAX reward functions and
-input validation. Spec IDs: ENV-1, ENV-2, ENV-3.
+"""Point and 1-D task families (JAX device simulator): dynamics and rewards by hand (as the
+original ProMP code; docs/environments.md, "Point and 1-D families"), task distributions, resets,
+JAX reward functions and input validation. Paper tasks: PointEnv corners (ProMP, Rothfuss et al.,
+2019, §7.3, App. D.2), the 1-D goal ±1 task (ProMP §7.4) and the 1-D random-goal task (TMAML,
+Liu et al., 2019, §5.3).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def f32(x):
 
 @pytest.mark.parametrize("name", DEVICE_NAMES)
 def test_spec(name, make_env):
-    """ENV-1/2/3, reference §3.4-3.5: dimensions, action bounds, horizon, normalisation default."""
+    """Dimensions, action bounds, horizon, normalisation default (docs/environments.md)."""
     env = make_env(name)
     obs_dim, act_dim, bound, horizon, normalize = SPECS[name]
     assert (env.spec.obs_dim, env.spec.act_dim, env.spec.horizon) == (obs_dim, act_dim, horizon)
@@ -84,8 +86,9 @@ def _corners_sparse(s, s_next, g, radius=0.5):
 
 
 def test_point_corners_sparse_by_hand(make_env):
-    """ENV-1: s' = s + clip(a, ±0.2); reward 0 inside ‖s'‖₁ < 0.5, progress ‖s−g‖−‖s'−g‖ in the goal
-    quadrant, 0 in the other quadrants."""
+    """PointCorners (ProMP App. D.2; the original code's sparse reward): s' = s + clip(a, ±0.2);
+    reward 0 inside ‖s'‖₁ < 0.5, progress ‖s−g‖−‖s'−g‖ in the goal quadrant, 0 in the other
+    quadrants."""
     env = make_env("PointCorners", normalize_actions=False)
     goal = np.array([2.0, 2.0])
     states = np.array([[0.1, 0.1], [1.0, 1.0], [-1.0, 1.0], [1.0, 1.0], [1.5, 1.5], [0.3, 0.1],
@@ -111,7 +114,7 @@ def test_point_corners_sparse_by_hand(make_env):
 
 
 def test_point_corners_goal_quadrants(make_env):
-    """ENV-1: reward is non-zero only for the goal whose quadrant holds s' (outside the radius)."""
+    """PointCorners: reward is non-zero only for the goal whose quadrant holds s' (outside the radius)."""
     env = make_env("PointCorners", normalize_actions=False)
     goals = np.array(sorted(CORNERS))
     env.reset({"goal": goals}, 1, seed=0)
@@ -196,7 +199,8 @@ def test_point_momentum_radius_option(make_env):
 
 @pytest.mark.parametrize("name", ["Point1D", "Point1DRandGoal"])
 def test_point1d_by_hand(name, make_env):
-    """ENV-2/ENV-3, reference §3.5: s' = clip(a, ±2), reward exp(−0.1·(s' − g)²)."""
+    """1-D envs (the original ``point_1d_hand_grads.py``; docs/environments.md): s' = clip(a, ±2),
+    reward exp(−0.1·(s' − g)²)."""
     env = make_env(name)
     goals = np.array([1.0, -1.0]) if name == "Point1D" else np.array([0.37, -0.81])
     actions = np.array([0.5, 3.0, -2.5, -1.0])
@@ -220,7 +224,7 @@ def test_point1d_by_hand(name, make_env):
 
 @pytest.mark.parametrize("name", ["PointCorners", "PointMomentum"])
 def test_corner_tasks(name, make_env):
-    """ENV-1: goals are exactly the four corners (±2, ±2), sampled uniformly."""
+    """Goals are exactly the four corners (±2, ±2), sampled uniformly (ProMP App. D.2)."""
     env = make_env(name)
     g = env.sample_tasks(4000, seed=0)["goal"]
     assert g.shape == (4000, 2)
@@ -231,7 +235,7 @@ def test_corner_tasks(name, make_env):
 
 
 def test_point1d_tasks(make_env):
-    """ENV-2: goal ∈ {−1, +1}, both drawn about equally often."""
+    """Point1D: goal ∈ {−1, +1} (ProMP §7.4), both drawn about equally often."""
     g = make_env("Point1D").sample_tasks(2000, seed=0)["goal"]
     assert g.shape == (2000,)
     assert set(np.unique(g).tolist()) == {-1.0, 1.0}
@@ -239,7 +243,7 @@ def test_point1d_tasks(make_env):
 
 
 def test_point1d_rand_goal_tasks(make_env):
-    """ENV-3: goal ~ U(−1, 1)."""
+    """Point1DRandGoal: goal ~ U(−1, 1) (TMAML §5.3)."""
     g = make_env("Point1DRandGoal").sample_tasks(2000, seed=0)["goal"]
     assert g.min() >= -1.0 and g.max() <= 1.0
     assert g.min() < -0.98 and g.max() > 0.98 and abs(g.mean()) < 0.05
@@ -294,7 +298,7 @@ def test_reset_distribution(name, low, high, make_env):
     ],
 )
 def test_jax_reward_equals_simulator(name, options, make_env):
-    """ENV-1/2/3: obs_reward_fn(env)(obs, policy action, next_obs, task) (jitted) equals the
+    """obs_reward_fn(env)(obs, policy action, next_obs, task) (jitted) equals the
     simulator reward on real transitions."""
     env = make_env(name, **options)
     m, r = 4, 8
@@ -328,7 +332,11 @@ def test_step_env_matches_vector_step(name, make_env):
     next_obs, reward, done, _ = env.step(a)
     for i in range(2):
         task = {k: jnp.asarray(v[i]) for k, v in tasks.items()}
-        o, rew, d = env.step_env(jnp.asarray(obs[i, 0]), jnp.asarray(a[i, 0]), task)
+        sim = env.simulator
+        state = sim.reset(jax.random.PRNGKey(0), task, start_obs=jnp.asarray(obs[i, 0]))
+        next_state, rew, d = sim.step(sim.default_params(), state, jnp.asarray(a[i, 0]),
+                                      jax.random.PRNGKey(1))
+        o = sim.observe(next_state)
         np.testing.assert_allclose(np.asarray(o), next_obs[i, 0], rtol=1e-6)
         assert float(rew) == pytest.approx(float(reward[i, 0]), rel=1e-6, abs=1e-7)
         assert bool(d) == bool(done[i, 0])

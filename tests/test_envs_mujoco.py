@@ -1,7 +1,9 @@
 """MuJoCo task families (host simulator): rewards and terminations recomputed by hand from the
-reference formulas (promp-reference-implementation.md §3.2-3.3), task distributions, observation
-layouts, per-task physics, batched-vs-single stepping, JAX reward functions, divergence handling
-and input validation. Spec IDs: ENV-4 … ENV-8.
+reference formulas (those of the original ProMP code, as documented in docs/environments.md,
+"MuJoCo families" and its deviations list), task distributions, observation layouts, per-task
+physics, batched-vs-single stepping, JAX reward functions, divergence handling and input
+validation. The task families are those of the ProMP paper (Rothfuss et al., ICLR 2019, App. D.2)
+and the TMAML paper (Liu et al., 2019, §5.1).
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ from adaptrl.envs import (
     ALIASES,
     canonical_name,
     family_names,
+    host,
     obs_reward_fn,
     obs_terminated_fn,
 )
+from adaptrl.envs.kinematics import BatchKinematics, replicated_tree_xml
 from adaptrl.envs.mujoco_families import FAMILIES as MUJOCO_FAMILIES
 from adaptrl.errors import ConfigError
 
 MUJOCO_NAMES = list(MUJOCO_FAMILIES)
 
-# Reference values (promp-reference-implementation.md §3.1-3.3, §3.7), written out independently.
+# Values of the original ProMP code (docs/environments.md, "MuJoCo families" table: frame skip, dt,
+# dims, horizon; timestep = dt / frame skip), written out independently.
 TIMESTEP = {
     "HalfCheetahRandDirec": 0.01, "HalfCheetahRandVel": 0.01,
     "AntRandDirec": 0.01, "AntRandDirec2D": 0.01, "AntRandGoal": 0.01,
@@ -49,7 +54,7 @@ HORIZON = {
     "SwimmerRandVel": 100,
     "HopperRandParams": 200, "Walker2DRandParams": 200,
 }
-# (obs_dim, act_dim). Ant/Humanoid without the 84 cfrc_ext dims (documented deviation).
+# (obs_dim, act_dim). Ant/Humanoid without the 84 cfrc_ext dims (docs/environments.md, deviation 1).
 DIMS = {
     "HalfCheetahRandDirec": (17, 6), "HalfCheetahRandVel": (17, 6),
     "AntRandDirec": (27, 8), "AntRandDirec2D": (27, 8), "AntRandGoal": (29, 8),
@@ -111,7 +116,7 @@ def reference_reward(name, model, qpos, qpos_next, action, task):
 
 
 def reference_terminated(name, qpos, qvel):
-    """Termination of the reference code, from the true state [B, nq], [B, nv]."""
+    """Termination of the original ProMP code, from the true state [B, nq], [B, nv]."""
     finite = np.all(np.isfinite(qpos), axis=-1) & np.all(np.isfinite(qvel), axis=-1)
     if name in ("AntRandDirec", "AntRandDirec2D"):
         return ~(finite & (qpos[:, 2] >= 0.0) & (qpos[:, 2] <= 1.0))
@@ -143,7 +148,8 @@ def flat(x):
 
 @pytest.mark.parametrize("name", MUJOCO_NAMES)
 def test_spec_matches_reference(name, make_env):
-    """ENV-4…ENV-8: timestep, frame skip, dt, horizon, dims and actuator bounds of the reference."""
+    """Timestep, frame skip, dt, horizon, dims and actuator bounds of the original ProMP code
+    (docs/environments.md table; the horizons of the paper's families are ProMP App. D.2's)."""
     env = make_env(name, num_threads=1)
     assert env.model.opt.timestep == pytest.approx(TIMESTEP[name])
     assert env.family.frame_skip == FRAME_SKIP[name]
@@ -158,7 +164,8 @@ def test_spec_matches_reference(name, make_env):
 
 
 def test_cheetah_total_mass_and_walker_foot_friction(make_env):
-    """ENV-4: half_cheetah keeps <compiler settotalmass="14">; walker's left foot friction is 1.9."""
+    """docs/environments.md deviation 5: half_cheetah keeps <compiler settotalmass="14">; walker's
+    left foot friction is 1.9."""
     cheetah = make_env("HalfCheetahRandDirec", num_threads=1)
     assert cheetah.model.body_mass.sum() == pytest.approx(14.0)
     assert cheetah.model.body_subtreemass[0] == pytest.approx(14.0)
@@ -174,7 +181,8 @@ def test_cheetah_total_mass_and_walker_foot_friction(make_env):
 
 @pytest.mark.parametrize("name", MUJOCO_NAMES)
 def test_reward_and_termination_by_hand(name, make_env):
-    """ENV-4…ENV-8: simulator reward/termination equal the reference formulas on real transitions."""
+    """Simulator reward/termination equal the original ProMP code's formulas (docs/environments.md
+    table) on real transitions."""
     env = make_env(name, normalize_actions=False, num_threads=2)
     m, r = 2, 2
     tasks = env.sample_tasks(m, seed=3)
@@ -201,7 +209,8 @@ def test_reward_and_termination_by_hand(name, make_env):
     "name", ["HalfCheetahRandDirec", "Walker2DRandVel", "AntRandGoal", "HumanoidRandDirec"]
 )
 def test_control_cost_uses_clipped_action(name, make_env):
-    """ENV-4/6/8: the control cost is charged on the action the simulator receives (clipped)."""
+    """docs/environments.md deviation 4: the control cost is charged on the action the simulator
+    receives (clipped)."""
     env = make_env(name, normalize_actions=False, num_threads=1)
     env.reset(env.sample_tasks(1, seed=0), 1, seed=0)
     act_dim, bound = env.spec.act_dim, ACTION_BOUND[name]
@@ -213,7 +222,8 @@ def test_control_cost_uses_clipped_action(name, make_env):
 
 
 def test_normalized_actions_are_rescaled(make_env):
-    """Reference §3.1: policy action a ∈ [-10, 10] becomes low + (a + 10)(high - low)/20, clipped."""
+    """The original ProMP code's normalize(env) (docs/environments.md, "Action normalisation"):
+    policy action a ∈ [-10, 10] becomes low + (a + 10)(high - low)/20, clipped."""
     env = make_env("HumanoidRandDirec", num_threads=1)  # bounds ±0.4
     env.reset(env.sample_tasks(1, seed=0), 3, seed=0)
     a = np.zeros((1, 3, 17))
@@ -229,7 +239,8 @@ def test_normalized_actions_are_rescaled(make_env):
     "name", ["HalfCheetahRandDirec", "AntRandDirec", "Walker2DRandDirec", "HumanoidRandDirec"]
 )
 def test_direction_flips_velocity_term(name, make_env):
-    """ENV-4: flipping the direction flips the sign of the velocity term (same state and action)."""
+    """Forward/backward tasks (ProMP App. D.2, TMAML §5.1): flipping the direction flips the sign
+    of the velocity term (same state and action)."""
     env = make_env(name, normalize_actions=False, num_threads=1)
     rng = np.random.default_rng(0)
     action = rng.uniform(-0.5, 0.5, size=(1, 1, env.spec.act_dim)) * ACTION_BOUND[name]
@@ -244,7 +255,7 @@ def test_direction_flips_velocity_term(name, make_env):
 
 @pytest.mark.parametrize("name", ["HalfCheetahRandVel", "Walker2DRandVel", "SwimmerRandVel"])
 def test_velocity_term_is_maximal_at_goal(name, make_env):
-    """ENV-8: -|v - v*| is maximal (zero) at v = v*."""
+    """Random-velocity tasks (TMAML §5.1): -|v - v*| is maximal (zero) at v = v*."""
     env = make_env(name, num_threads=1)
     goal = 0.7
     v = np.linspace(-1.0, 2.0, 301)
@@ -257,7 +268,8 @@ def test_velocity_term_is_maximal_at_goal(name, make_env):
 
 
 def test_swimmer_sign_fixed(make_env):
-    """ENV-8 / reference §3.2 sign bug: Swimmer rewards -|v - v*| (never a positive velocity term)."""
+    """docs/environments.md deviation 3 (the original ProMP code's sign bug, fixed): Swimmer rewards
+    -|v - v*| (never a positive velocity term), the penalty of TMAML §5.1."""
     env = make_env("SwimmerRandVel", normalize_actions=False, num_threads=1)
     env.reset(env.sample_tasks(2, seed=1), 2, seed=1)
     for _ in range(3):
@@ -267,7 +279,8 @@ def test_swimmer_sign_fixed(make_env):
 
 
 def test_ant_rand_goal_goal_unobserved_and_distance_term(make_env):
-    """ENV-6: the goal is not in the observation; at the goal only the control cost remains."""
+    """AntRandGoal (ProMP App. D.2): the goal is not in the observation; at the goal only the
+    control cost remains."""
     env = make_env("AntRandGoal", normalize_actions=False, num_threads=1)
     action = np.full((1, 1, 8), 0.3)
     observations = []
@@ -297,7 +310,7 @@ TERMINATION_CASES = [
     ("Walker2DRandParams", {0: 1.2, 1: -1.2}, True),
     ("AntRandDirec", {0: 1.1}, True),
     ("AntRandDirec", {0: 0.5}, False),
-    ("AntRandDirec", {0: 0.1}, False),  # the reference's lower bound is 0, not gym's 0.2
+    ("AntRandDirec", {0: 0.1}, False),  # the original ProMP code's lower bound is 0, not gym's 0.2
     ("AntRandDirec", {0: -0.01}, True),
     ("AntRandDirec", {0: 0.5, 20: np.nan}, True),
     ("AntRandDirec2D", {0: 1.1}, True),
@@ -322,7 +335,8 @@ TERMINATION_CASES = [
 
 @pytest.mark.parametrize(("name", "entries", "expected"), TERMINATION_CASES)
 def test_termination_on_hand_built_obs(name, entries, expected, make_env):
-    """ENV-4…ENV-7: termination from hand-built next observations (numpy and jitted JAX)."""
+    """Termination (docs/environments.md table, "done when") from hand-built next observations
+    (numpy and jitted JAX)."""
     env = make_env(name, num_threads=1)
     obs = np.zeros((3, env.spec.obs_dim))
     obs[:, 0] = {"AntRandGoal": 0.0}.get(name, 1.25)
@@ -338,7 +352,8 @@ def test_termination_on_hand_built_obs(name, entries, expected, make_env):
 
 
 def test_real_termination_freezes_episode(make_env):
-    """ENV-7: a simulated fall ends that episode: done stays True, reward 0, obs frozen; others go on."""
+    """docs/environments.md deviation 8: a simulated fall ends that episode: done stays True,
+    reward 0, obs frozen; others go on."""
     env = make_env("HopperRandParams", normalize_actions=False, num_threads=2)
     env.reset(env.sample_tasks(1, seed=0), 2, seed=0)
     action = np.zeros((1, 2, 3))
@@ -374,7 +389,8 @@ def test_real_termination_freezes_episode(make_env):
 
 
 def test_hopper_true_velocity_bound_terminates(make_env):
-    """ENV-7 / reference §3.3: Hopper terminates when a true |qvel| >= 100, though obs clip it to 10."""
+    """docs/environments.md deviation 10: Hopper terminates when a true |qvel| >= 100, though obs
+    clip it to 10."""
     env = make_env("HopperRandParams", normalize_actions=False, num_threads=1)
     env.reset(env.sample_tasks(1, seed=0), 2, seed=0)
     nq = env.model.nq
@@ -397,7 +413,7 @@ def test_hopper_true_velocity_bound_terminates(make_env):
     "name", ["HalfCheetahRandDirec", "AntRandDirec", "HumanoidRandDirec", "Walker2DRandDirec"]
 )
 def test_direction_tasks(name, make_env):
-    """ENV-4: direction ~ uniform on {-1, +1}."""
+    """TMAML §5.1: direction ~ Bernoulli(0.5) on {-1, +1}."""
     env = make_env(name, num_threads=1)
     d = env.sample_tasks(4000, seed=0)["direction"]
     assert d.shape == (4000,)
@@ -407,7 +423,8 @@ def test_direction_tasks(name, make_env):
 
 @pytest.mark.parametrize("name", ["AntRandDirec2D", "HumanoidRandDirec2D"])
 def test_direction2d_tasks(name, make_env):
-    """ENV-5: unit directions with angle ~ U[0, 2π)."""
+    """Random XY directions (ProMP App. D.2): unit directions with angle ~ U[0, 2π)
+    (docs/environments.md table)."""
     env = make_env(name, num_threads=1)
     d = env.sample_tasks(4000, seed=0)["direction"]
     assert d.shape == (4000, 2)
@@ -422,7 +439,7 @@ def test_direction2d_tasks(name, make_env):
     [("HalfCheetahRandVel", 0.0, 3.0), ("Walker2DRandVel", 0.0, 10.0), ("SwimmerRandVel", 0.1, 0.2)],
 )
 def test_velocity_tasks(name, lo, hi, make_env):
-    """ENV-8 / reference §3.2: target velocities ~ U(lo, hi)."""
+    """Target velocities ~ U(lo, hi), the original ProMP code's ranges (docs/environments.md table)."""
     env = make_env(name, num_threads=1)
     v = env.sample_tasks(4000, seed=0)["velocity"]
     assert v.shape == (4000,)
@@ -432,7 +449,8 @@ def test_velocity_tasks(name, lo, hi, make_env):
 
 
 def test_ant_goal_tasks(make_env):
-    """ENV-6 / reference §3.2: goals uniform on the disc of radius 3."""
+    """Goals uniform on the disc of radius 3, as the original ProMP code (docs/environments.md
+    table; ProMP App. D.2 says "a circle in the XY plane")."""
     env = make_env("AntRandGoal", num_threads=1)
     g = env.sample_tasks(4000, seed=0)["goal"]
     assert g.shape == (4000, 2)
@@ -444,7 +462,8 @@ def test_ant_goal_tasks(make_env):
 
 @pytest.mark.parametrize("name", ["HopperRandParams", "Walker2DRandParams"])
 def test_rand_params_tasks(name, make_env):
-    """ENV-7 / reference §3.3: per-element multipliers 1.5^U(-3, 3) (damping 1.3^U(-3, 3))."""
+    """RandParams tasks (ProMP App. D.2; docs/environments.md, "RandParams tasks"): per-element
+    multipliers 1.5^U(-3, 3) (damping 1.3^U(-3, 3))."""
     env = make_env(name, num_threads=1)
     n = 300
     tasks = env.sample_tasks(n, seed=0)
@@ -464,7 +483,8 @@ def test_rand_params_tasks(name, make_env):
 
 
 def test_rand_params_log_scale_limit_option(make_env):
-    """ENV-7: log_scale_limit bounds the exponents; 0 gives the model's own parameters."""
+    """docs/environments.md, "RandParams tasks": log_scale_limit bounds the exponents; 0 gives the
+    model's own parameters."""
     env = make_env("HopperRandParams", num_threads=1, log_scale_limit=1.0)
     tasks = env.sample_tasks(200, seed=0)
     init = np.asarray(env.model.body_mass)
@@ -477,7 +497,8 @@ def test_rand_params_log_scale_limit_option(make_env):
 
 @pytest.mark.parametrize("name", MUJOCO_NAMES)
 def test_task_sampling_seeded(name, make_env):
-    """CONV-1: same seed → identical tasks; other seed → different; tasks in a batch differ."""
+    """Tasks T ~ ρ(T) (ProMP §3): same seed → identical tasks; other seed → different; tasks in a
+    batch differ."""
     env = make_env(name, num_threads=1)
     a, b, c = env.sample_tasks(8, seed=1), env.sample_tasks(8, seed=1), env.sample_tasks(8, seed=2)
     assert sorted(a) == sorted(env.family.task_keys)
@@ -494,14 +515,14 @@ def test_task_sampling_seeded(name, make_env):
 
 @pytest.mark.parametrize("name", ["HalfCheetahRandVel", "Walker2DRandVel", "SwimmerRandVel"])
 def test_velocity_range_option(name, make_env):
-    """ENV-8: TMAML's range U(0, 2) through the velocity_range option."""
+    """TMAML §5.1's range U(0, 2) through the velocity_range option."""
     env = make_env(name, num_threads=1, velocity_range=(0, 2))
     v = env.sample_tasks(2000, seed=0)["velocity"]
     assert v.min() >= 0.0 and v.max() <= 2.0 and v.max() > 1.9
 
 
 def test_goal_radius_option(make_env):
-    """ENV-6: goal_radius changes the disc."""
+    """The goal_radius option (docs/environments.md, "Task options") changes the disc."""
     env = make_env("AntRandGoal", num_threads=1, goal_radius=1.0)
     g = env.sample_tasks(500, seed=0)["goal"]
     assert np.linalg.norm(g, axis=-1).max() <= 1.0
@@ -547,7 +568,8 @@ LAYOUTS = {
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
 def test_obs_layout(name, make_env):
-    """Reference §3.2/3.3: observation = the documented concatenation of qpos/qvel parts."""
+    """Observation = the original ProMP code's concatenation of qpos/qvel parts (docs/environments.md
+    table)."""
     env = make_env(name, num_threads=1)
     m, r = 2, 3
     obs = env.reset(env.sample_tasks(m, seed=0), r, seed=0)
@@ -563,7 +585,8 @@ def test_obs_layout(name, make_env):
 
 
 def test_walker_obs_clips_velocity(make_env):
-    """Reference §3.2: Walker observes clip(qvel, -10, 10) while the state keeps the true velocity."""
+    """As in the original ProMP code (docs/environments.md table), Walker observes
+    clip(qvel, -10, 10) while the state keeps the true velocity."""
     env = make_env("Walker2DRandDirec", normalize_actions=False, num_threads=1)
     env.reset(env.sample_tasks(1, seed=0), 1, seed=0)
     nq = env.model.nq
@@ -578,8 +601,9 @@ def test_walker_obs_clips_velocity(make_env):
 
 @pytest.mark.parametrize("name", ["HumanoidRandDirec", "HumanoidRandDirec2D"])
 def test_humanoid_obs_kinematics(name, make_env):
-    """ENV-4/5: Humanoid obs = qpos[2:] | qvel | cinert | cvel | qfrc_actuator (22+23+140+84+23);
-    cinert/cvel equal MuJoCo's own mj_kinematics + mj_comPos + mj_comVel at the same state."""
+    """docs/environments.md table and deviations 1-2: Humanoid obs = qpos[2:] | qvel | cinert |
+    cvel | qfrc_actuator (22+23+140+84+23); cinert/cvel equal MuJoCo's own mj_kinematics +
+    mj_comPos + mj_comVel at the same state."""
     env = make_env(name, normalize_actions=False, num_threads=1)
     model = env.model
     obs = env.reset(env.sample_tasks(1, seed=0), 2, seed=0)
@@ -607,8 +631,8 @@ def test_humanoid_obs_kinematics(name, make_env):
 
 @pytest.mark.parametrize("normalize", [False, True])
 def test_humanoid_obs_qfrc_actuator(normalize, make_env):
-    """ENV-4: the qfrc_actuator observation equals MuJoCo's data.qfrc_actuator after mj_forward
-    with the control the simulator applied."""
+    """docs/environments.md deviation 2: the qfrc_actuator observation equals MuJoCo's
+    data.qfrc_actuator after mj_forward with the control the simulator applied."""
     env = make_env("HumanoidRandDirec", normalize_actions=normalize, num_threads=1)
     model = env.model
     env.reset(env.sample_tasks(1, seed=0), 2, seed=0)
@@ -629,6 +653,151 @@ def test_humanoid_obs_qfrc_actuator(normalize, make_env):
         np.testing.assert_allclose(obs[0, j, 269:], data.qfrc_actuator, rtol=1e-9, atol=1e-9)
 
 
+# ------------------------------------------------------------------------------------------------
+# Batched kinematics (cinert, cvel, centre of mass) against MuJoCo's own
+# ------------------------------------------------------------------------------------------------
+
+KINEMATICS_NAMES = [n for n, f in MUJOCO_FAMILIES.items()
+                    if f.tracked_point == "com_xy" or {"cinert", "cvel"} & set(f.obs_parts)]
+
+
+def mujoco_kinematics(model, qpos, qvel):
+    """Reference: mj_kinematics + mj_comPos + mj_comVel per state on an MjData, flat [B, ...]."""
+    data = mujoco.MjData(model)
+    out = {"cinert": [], "cvel": [], "com": []}
+    for q, v in zip(qpos, qvel, strict=True):
+        data.qpos[:], data.qvel[:] = q, v
+        mujoco.mj_kinematics(model, data)
+        mujoco.mj_comPos(model, data)
+        mujoco.mj_comVel(model, data)
+        out["cinert"].append(data.cinert.ravel().copy())
+        out["cvel"].append(data.cvel.ravel().copy())
+        out["com"].append(data.subtree_com[0].copy())
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def random_states(model, n, seed, spread=1.0, speed=3.0):
+    """States far from the reference pose: qpos0 + U(±spread) (roots moved by up to ±50 m), qvel
+    ~ N(0, speed²)."""
+    rng = np.random.default_rng(seed)
+    qpos = model.qpos0 + rng.uniform(-spread, spread, size=(n, model.nq))
+    for j in np.flatnonzero(model.jnt_type == mujoco.mjtJoint.mjJNT_FREE):
+        a = model.jnt_qposadr[j]
+        qpos[:, a : a + 3] += rng.uniform(-50, 50, size=(n, 3))
+    return qpos, speed * rng.standard_normal((n, model.nv))
+
+
+def assert_close_rel(got, expected, rtol=1e-9):
+    """|got − expected| ≤ rtol·max|expected| (relative to the array's scale)."""
+    scale = max(np.abs(expected).max(), 1e-300)
+    err = np.abs(got - expected).max()
+    assert err <= rtol * scale, f"max error {err:.3g} > {rtol:g} × scale {scale:.3g}"
+
+
+@pytest.mark.parametrize("name", KINEMATICS_NAMES)
+def test_batched_kinematics_equal_mujoco(name, make_env):
+    """cinert, cvel and the centre of mass computed for a whole batch equal MuJoCo's
+    mj_kinematics + mj_comPos + mj_comVel on random states, to 1e-9 relative, for batch sizes
+    around the block sizes (partial, single and several blocks)."""
+    env = make_env(name, num_threads=1)
+    model = env.model
+    kin = BatchKinematics(model)
+    for seed, (n, spread) in enumerate([(1, 1.0), (5, np.pi), (64, 1.0), (150, np.pi)]):
+        qpos, qvel = random_states(model, n, seed, spread)
+        ref = mujoco_kinematics(model, qpos, qvel)
+        got = kin(qpos, qvel)
+        for key in ("cinert", "cvel", "com"):
+            assert got[key].shape == ref[key].shape
+            assert_close_rel(got[key], ref[key])
+
+
+@pytest.mark.parametrize("name", KINEMATICS_NAMES)
+def test_observations_equal_mujoco_kinematics(name, make_env):
+    """The full observation and the tracked point (com x, y) of random states equal those built from
+    MuJoCo's own kinematics and mj_forward's qfrc_actuator."""
+    env = make_env(name, normalize_actions=False, num_threads=1)
+    model = env.model
+    qpos, qvel = random_states(model, 16, seed=2)
+    ctrl = np.random.default_rng(3).uniform(-0.4, 0.4, size=(16, model.nu))
+    obs, point = env.physics.observe(qpos, qvel, ctrl)
+    ref = mujoco_kinematics(model, qpos, qvel)
+    data = mujoco.MjData(model)
+    qfrc = []
+    for q, v, c in zip(qpos, qvel, ctrl, strict=True):
+        data.qpos[:], data.qvel[:], data.ctrl[:] = q, v, c
+        mujoco.mj_forward(model, data)
+        qfrc.append(data.qfrc_actuator.copy())
+    expected = np.concatenate([qpos[:, 2:], qvel, ref["cinert"], ref["cvel"], np.array(qfrc)], axis=-1)
+    assert obs.shape == expected.shape == (16, DIMS[name][0])
+    for part in (slice(0, 45), slice(45, 185), slice(185, 269), slice(269, 292)):
+        assert_close_rel(obs[:, part], expected[:, part])
+    assert_close_rel(point, ref["com"][:, :2])
+
+
+GENERAL_TREE_XML = """
+<mujoco>
+  <worldbody>
+    <geom type="plane" size="5 5 0.1"/>
+    <body name="a" pos="0.1 0.2 1" quat="0.9 0.1 0.3 0.2">
+      <freejoint/>
+      <geom type="box" size="0.1 0.2 0.3" mass="2"/>
+      <site name="s" pos="0.1 0 0"/>
+      <body name="b" pos="0.3 0 0" euler="10 20 30">
+        <joint type="hinge" axis="1 1 0" pos="0.05 0 0.1" ref="17"/>
+        <joint type="slide" axis="0 0 1" ref="-0.2"/>
+        <joint type="hinge" axis="0 1 0" pos="0 0.1 0"/>
+        <geom type="capsule" fromto="0 0 0 0.3 0.1 0" size="0.05"/>
+        <body name="c" pos="0.3 0.1 0">
+          <joint type="ball" pos="0.01 0.02 0.03"/>
+          <geom type="ellipsoid" size="0.1 0.05 0.02" pos="0.1 0 0" euler="5 40 7"/>
+          <body name="welded_massless" pos="0.1 0 0" euler="0 30 0"/>
+        </body>
+      </body>
+      <body name="d" pos="-0.2 0 0"><geom type="sphere" size="0.1" pos="0 0 -0.1"/></body>
+    </body>
+    <body name="e" pos="1 1 0.5" euler="0 0 45">
+      <joint type="slide" axis="1 0 0"/>
+      <joint type="hinge" axis="0 0 1" pos="0.1 0 0"/>
+      <geom type="box" size="0.1 0.1 0.1" pos="0.05 0 0"/>
+      <body name="f" pos="0 0 0.3"><joint type="hinge" axis="1 0 0"/><geom type="sphere" size="0.05"/></body>
+    </body>
+    <body name="static" pos="0 3 0"><geom type="sphere" size="0.2"/></body>
+  </worldbody>
+  <actuator><motor site="s" gear="1 0 0 0 0 0"/></actuator>
+</mujoco>
+"""
+
+
+def test_batched_kinematics_general_tree():
+    """Every joint type (free, ball, slide, hinge with ref and off-centre anchor), several joints on
+    one body, welded, massless and static bodies, three trees: cinert, cvel and the centre of mass
+    of every batch size up to two blocks equal MuJoCo's; the block model has the original's sizes
+    per copy."""
+    model = mujoco.MjModel.from_xml_string(GENERAL_TREE_XML)
+    block = mujoco.MjModel.from_xml_string(replicated_tree_xml(model, 3))
+    assert (block.nbody - 1, block.nq, block.nv, block.njnt) == (
+        3 * (model.nbody - 1), 3 * model.nq, 3 * model.nv, 3 * model.njnt)
+    for field in ("body_pos", "body_quat", "body_ipos", "body_iquat", "body_mass", "body_inertia"):
+        np.testing.assert_array_equal(getattr(block, field)[1:], np.tile(getattr(model, field)[1:].T, 3).T)
+    for field in ("jnt_type", "jnt_axis", "jnt_pos"):
+        np.testing.assert_array_equal(getattr(block, field), np.tile(getattr(model, field).T, 3).T)
+    np.testing.assert_array_equal(block.qpos0, np.tile(model.qpos0, 3))
+    kin = BatchKinematics(model)
+    qpos, qvel = random_states(model, 2 * kin.sizes[-1] + 3, seed=4, spread=2.0)
+    ref = mujoco_kinematics(model, qpos, qvel)
+    for n in (1, 2, 4, 5, 17, 64, qpos.shape[0]):
+        got = kin(qpos[:n], qvel[:n])
+        for key in ("cinert", "cvel", "com"):
+            assert_close_rel(got[key], ref[key][:n])
+
+
+def test_batched_kinematics_rejects_mocap_bodies():
+    model = mujoco.MjModel.from_xml_string(
+        '<mujoco><worldbody><body mocap="true"><geom size="0.1"/></body></worldbody></mujoco>')
+    with pytest.raises(NotImplementedError, match="mocap"):
+        BatchKinematics(model)
+
+
 @pytest.mark.parametrize(
     ("name", "qpos_noise", "qvel_noise"),
     [
@@ -641,7 +810,8 @@ def test_humanoid_obs_qfrc_actuator(normalize, make_env):
     ],
 )
 def test_reset_noise(name, qpos_noise, qvel_noise, make_env):
-    """Reference §3.2 reset noise; seeded resets are reproducible, other seeds differ."""
+    """Reset noise of the original ProMP code (docs/environments.md table), seeded (deviation 7):
+    seeded resets are reproducible, other seeds differ."""
     env = make_env(name, num_threads=1)
     tasks = env.sample_tasks(2, seed=0)
     obs_a = env.reset(tasks, 60, seed=5)
@@ -674,8 +844,9 @@ def _run(env, tasks, seed, actions):
 
 @pytest.mark.parametrize("name", ["HopperRandParams", "Walker2DRandParams"])
 def test_rand_params_change_physics(name, make_env):
-    """ENV-7: tasks set the per-task model; different parameters → different trajectories; a new
-    task does not inherit the previous task's parameters."""
+    """Each task randomises the physics (ProMP App. D.2): tasks set the per-task model
+    (docs/environments.md, "RandParams tasks" and deviation 6); different parameters → different
+    trajectories; a new task does not inherit the previous task's parameters."""
     env = make_env(name, normalize_actions=False, num_threads=2)
     base = {k: np.array(getattr(env.model, k)) for k in env.family.task_keys}
     tasks = env.sample_tasks(3, seed=0)
@@ -751,8 +922,9 @@ def test_batched_step_equals_mj_step(name, make_env):
 
 
 def test_partial_batch_uses_each_tasks_model(make_env):
-    """ENV-7: once some episodes have ended, the running ones still step with their own task's
-    model (checked against plain mj_step)."""
+    """docs/environments.md, "RandParams tasks" (one model per environment) and deviation 8: once
+    some episodes have ended, the running ones still step with their own task's model (checked
+    against plain mj_step)."""
     env = make_env("HopperRandParams", normalize_actions=False, num_threads=2)
     env.reset(env.sample_tasks(2, seed=4), 2, seed=4)
     nq = env.model.nq
@@ -807,7 +979,8 @@ def _jax_reward(env, obs, a, next_obs, task):
 
 
 def test_jax_reward_exact_ant_rand_goal(make_env):
-    """ENV-6: obs_reward_fn is exact for AntRandGoal (position is observed)."""
+    """docs/environments.md, "Reward and termination as JAX functions": obs_reward_fn is exact for
+    AntRandGoal (position is observed)."""
     env = make_env("AntRandGoal", num_threads=1)
     for obs, a, next_obs, reward, task, _, _ in _transitions(env):
         np.testing.assert_allclose(_jax_reward(env, obs, a, next_obs, task), reward, rtol=1e-5, atol=1e-5)
@@ -831,8 +1004,8 @@ VELOCITY_TERMS = {
 
 @pytest.mark.parametrize("name", list(VELOCITY_TERMS))
 def test_jax_reward_velocity_families(name, make_env):
-    """ENV-4/5/7/8: sim reward − JAX reward = forward term(displacement/dt) − forward term(obs
-    velocity); every other term is exact."""
+    """docs/environments.md, "Reward and termination as JAX functions": sim reward − JAX reward =
+    forward term(displacement/dt) − forward term(obs velocity); every other term is exact."""
     env = make_env(name, num_threads=1)
     index, forward = VELOCITY_TERMS[name]
     dt = dt_of(name)
@@ -901,6 +1074,24 @@ def test_divergence_with_finished_episodes(make_env, in_tmp):
     assert np.all(reward[0, [1, 3]] != 0.0) and np.all(np.isfinite(obs[0, [1, 3]]))
     assert env.diverged_total == 1
     np.testing.assert_array_equal(env.active, [[False, True, False, True]])
+
+
+def test_mujoco_warnings_go_to_logging_not_cwd(make_env, tmp_path, monkeypatch, caplog):
+    """MuJoCo's warnings on a diverging state reach Python logging ("adaptrl.mujoco") and no
+    MUJOCO_LOG.TXT is written into the working directory."""
+    monkeypatch.chdir(tmp_path)
+    env = make_env("HalfCheetahRandDirec", num_threads=2)
+    assert mujoco.get_mju_user_warning() is host._log_mujoco_warning
+    env.reset(env.sample_tasks(1, seed=0), 2, seed=0)
+    nq, nv = env.model.nq, env.model.nv
+    env._state[1, 1 + nq : 1 + nq + nv] = 1e12
+    with caplog.at_level("WARNING"):
+        _, _, _, info = env.step(np.ones((1, 2, 6)))
+    assert info["diverged"].tolist() == [[False, True]]
+    messages = [r.getMessage() for r in caplog.records if r.name == "adaptrl.mujoco"]
+    assert any("unstable" in m for m in messages), messages
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------------------

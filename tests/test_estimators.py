@@ -1,8 +1,11 @@
-"""Estimator surrogates by exact enumeration (spec §1–5: CONV-2/4/5, OBJ-2, GRAD-4, HESS-1/2,
-EST-1…4, EST-7; ALG-3/4).
+"""Estimator surrogates by exact enumeration: the MagicBox and the PGT forward/backward forms
+(ProMP, Rothfuss et al., 2019, App. B.1 Eq. 41–42, App. B.3.1 Eq. 66–68), the Hessian
+decomposition (ProMP §5 Eq. 6, App. B.2), the expected Hessians of PGT, DiCE and LVC (ProMP
+App. B.3, Eq. 8, Eq. 10; table in docs/algorithms.md), J^LR and J^CLIP (ProMP Eq. 12, App. C.3
+Eq. 109) and formulation II / E-MAML (ProMP App. A.2 Eq. 25–28, 35).
 
 A small finite-horizon tabular MDP is enumerated completely: every trajectory τ with its exact
-probability P(τ; θ). So "equality in expectation" (spec test tier S) is an exact finite sum,
+probability P(τ; θ). So "equality in expectation" is an exact finite sum,
 Σ_τ ⊥P(τ)·∇^k f(τ) for the N = 1 surrogate f, checked in float64 to ~1e−10. The exact return J(θ)
 comes from backward dynamic programming (independent of the enumeration), and ∇J, ∇²J from
 autodiff of it.
@@ -26,6 +29,9 @@ import pytest
 from adaptrl import estimators as est
 
 ATOL = 1e-9
+
+#: The three reward-based surrogates by name; each is ``f(logp, rewards, mask, *, gamma, baseline)``.
+REWARD_ESTIMATORS = {"pgt": est.pgt, "dice": est.dice, "lvc": est.lvc}
 
 
 @pytest.fixture(autouse=True)
@@ -186,7 +192,7 @@ class Problem:
         return traj_logp(self.policy, theta, self.trajs.states, self.trajs.actions)
 
     def exact(self, theta, gamma) -> Exact:
-        """H1, H2, H12 by enumeration (HESS-1, HESS-2), ∇J and ∇²J by autodiff of the DP return,
+        """H1, H2, H12 by enumeration (ProMP App. B.2), ∇J and ∇²J by autodiff of the DP return,
         scores, Fisher matrices and state marginals — as NumPy arrays."""
         grad_J, hess_J, w, d_logpi, d2_logpi, marginals = (np.asarray(x) for x in self._exact(theta, gamma))
         g = d_logpi[self.trajs.states, self.trajs.actions]  # [K, T, P]
@@ -221,7 +227,7 @@ class Problem:
 
     def _estimator_derivatives(self, theta, gamma, baseline):
         out = {}
-        for name, fn in est.ESTIMATORS.items():
+        for name, fn in REWARD_ESTIMATORS.items():
             def single(th, s, a, r, b, fn=fn):
                 logp = traj_logp(self.policy, th, s, a)[None]
                 return fn(logp, r[None], jnp.ones((1, s.shape[0])), gamma=gamma,
@@ -270,7 +276,7 @@ def test_runs_in_float64():
 
 @pytest.mark.parametrize("gamma", [1.0, 0.9])
 def test_reward_to_go_folds_absolute_discount_and_masks(gamma):
-    """Ψ_t = Σ_{t'≥t} γ^{t'} r_{t'} (spec §0: r_t := γ^t r_t); padding contributes nothing."""
+    """Ψ_t = Σ_{t'≥t} γ^{t'} r_{t'} (r_t := γ^t r_t, ProMP §3); padding contributes nothing."""
     rng = np.random.default_rng(0)
     rewards = rng.normal(size=(4, 5))
     mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], float)
@@ -282,7 +288,8 @@ def test_reward_to_go_folds_absolute_discount_and_masks(gamma):
 
 
 def test_magic_box_value_gradient_hessian():
-    """CONV-2: value(□(x)) = 1, ∇□ = ∇x, ∇²□ = ∇x∇xᵀ + ∇²x at the evaluation point."""
+    """MagicBox (ProMP App. B.3.1): value(□(x)) = 1, ∇□ = ∇x, ∇²□ = ∇x∇xᵀ + ∇²x at the evaluation
+    point."""
 
     def x(th):
         return jnp.sin(th[0]) * th[1] ** 2 + jnp.exp(th[2]) * th[0]
@@ -312,20 +319,22 @@ def test_per_step_scale():
 
 
 # ---------------------------------------------------------------------------------------------
-# HESS-1/2 and the exact expectations of EST-7.
+# The Hessian decomposition (ProMP App. B.2) and the estimators' exact expectations.
 # ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("kind", "gamma"), [("tabular", 0.9), ("tabular", 1.0), ("mlp", 0.9)])
 def test_hessian_decomposition(kind, gamma):
-    """HESS-1/HESS-2: H1 + H2 + H12 + H12ᵀ = ∇²J, with H12 = E[Σ_t Σ_{t'>t} g_t g_{t'}ᵀ Ψ_{t'}]."""
+    """ProMP Eq. 6, App. B.2 (Eq. 43, 61–65): H1 + H2 + H12 + H12ᵀ = ∇²J, with
+    H12 = E[Σ_t Σ_{t'>t} g_t g_{t'}ᵀ Ψ_{t'}]."""
     pb = problem(kind)
     h = pb.exact(pb.theta, gamma)
     close(h.probs.sum(), 1.0)
     close(h.probs @ reward_to_go_loop(pb.trajs.rewards, gamma)[:, 0],
           exact_return(pb.policy, pb.theta, pb.mdp, gamma))
     close(h.H1 + h.H2 + h.H12 + h.H12.T, h.hessian)
-    # The terms the estimators drop are not negligible here, so the EST-7 checks discriminate.
+    # The terms the estimators drop are not negligible here, so the expected-Hessian checks
+    # discriminate.
     assert np.abs(h.H12 + h.H12.T).max() > 1e-2 and np.abs(h.H1).max() > 1e-2
 
 
@@ -334,20 +343,20 @@ def test_hessian_decomposition(kind, gamma):
     ("tabular", 1.0, "none"), ("tabular", 1.0, "state"), ("mlp", 0.9, "time_state"),
 ])
 def test_expected_gradient_and_hessian(kind, gamma, baseline):
-    """EST-7 rows PGT, DiCE, LVC on the tabular MDP (softmax-table or MLP policy), exact
-    expectations (N = 1):
+    """Expected gradients and Hessians of PGT, DiCE, LVC on the tabular MDP (softmax-table or MLP
+    policy), exact expectations (N = 1):
 
-    * CONV-4 / EST-1…3: E[∇ pgt] = E[∇ dice] = E[∇ lvc] = ∇J, with or without a state baseline;
-    * EST-1: E[∇² pgt] = H2 without a baseline, H2 + Σ_t E[b(s_t) F(s_t)] with one
+    * E[∇ pgt] = E[∇ dice] = E[∇ lvc] = ∇J, with or without a state baseline;
+    * E[∇² pgt] = H2 without a baseline (ProMP App. B.3), H2 + Σ_t E[b(s_t) F(s_t)] with one
       (E_a[∇²log π] = −F);
-    * EST-2: E[∇² dice] = ∇²J (also with the DiCE baseline term);
-    * EST-3: E[∇² lvc] = H1 + H2 (also with a state baseline).
+    * E[∇² dice] = ∇²J (ProMP Eq. 8; also with the DiCE baseline term);
+    * E[∇² lvc] = H1 + H2 (ProMP Eq. 10; also with a state baseline).
     """
     pb = problem(kind)
     table = baseline_table(baseline, pb.mdp)
     h = pb.exact(pb.theta, gamma)
     out = pb.derivatives(pb.theta, gamma, along(table, pb.trajs.states))
-    for name in est.ESTIMATORS:
+    for name in REWARD_ESTIMATORS:
         close(expected(out[name][1], h.probs), h.gradient)
     pgt_hessian = h.H2 if table is None else h.H2 + fisher_baseline_term(h, table)
     close(expected(out["pgt"][2], h.probs), pgt_hessian)
@@ -367,12 +376,13 @@ def test_expected_gradient_and_hessian(kind, gamma, baseline):
 def test_per_sample_identities(kind, baseline):
     """On every trajectory separately (N = 1):
 
-    * EST-1/2/3: the gradients of pgt, dice and lvc all equal Σ_t g_t (Ψ_t − b_t);
-    * CONV-5: the backward PGT form Σ_t (Σ_{t'≤t} l_{t'}) r_t has the same gradient;
-    * EST-2: dice value = Σ_t γ^t r_t; Hessian = Σ_t[(Σ_{t'≤t}g)(Σ_{t'≤t}g)ᵀ + Σ_{t'≤t}∇²l] r_t
-      (− Σ_t (g_t g_tᵀ + ∇²l_t) b_t from the baseline term);
-    * EST-1: pgt Hessian = Σ_t ∇²l_t (Ψ_t − b_t);
-    * EST-3: lvc Hessian = Σ_t (g_t g_tᵀ + ∇²l_t)(Ψ_t − b_t) (not the cross-index form, ISS-3).
+    * the gradients of pgt, dice and lvc all equal Σ_t g_t (Ψ_t − b_t);
+    * the backward PGT form Σ_t (Σ_{t'≤t} l_{t'}) r_t (ProMP Eq. 42) has the same gradient;
+    * dice value = Σ_t γ^t r_t; Hessian = Σ_t[(Σ_{t'≤t}g)(Σ_{t'≤t}g)ᵀ + Σ_{t'≤t}∇²l] r_t
+      (ProMP App. B.3.1; − Σ_t (g_t g_tᵀ + ∇²l_t) b_t from the baseline term);
+    * pgt Hessian = Σ_t ∇²l_t (Ψ_t − b_t);
+    * lvc Hessian = Σ_t (g_t g_tᵀ + ∇²l_t)(Ψ_t − b_t) (not the cross-index form printed in ProMP
+      App. B.4 Eq. 97, 99).
     """
     gamma = 0.9
     pb = problem(kind)
@@ -387,7 +397,7 @@ def test_per_sample_identities(kind, baseline):
     out = pb.derivatives(theta, gamma, b)
 
     pg = np.einsum("kti,kt->ki", g, adv)
-    for name in est.ESTIMATORS:
+    for name in REWARD_ESTIMATORS:
         close(out[name][1], pg)
     close(out["pgt"][0], np.sum(logp * adv, -1))
     close(out["dice"][0], rf.sum(-1))
@@ -400,7 +410,8 @@ def test_per_sample_identities(kind, baseline):
     dice_hessian = np.einsum("kti,ktj,kt->kij", G, G, rf) + np.einsum("ktij,kt->kij", HL, rf)
     close(out["dice"][2], dice_hessian - np.einsum("ktij,kt->kij", ggT_hl, b0))
 
-    if b is None:  # CONV-5: ∇ of the backward form Σ_t (Σ_{t'≤t} l_{t'}) r_t is Σ_t (Σ_{t'≤t} g_{t'}) r_t
+    if b is None:  # ProMP Eq. 42: ∇ of the backward form Σ_t (Σ_{t'≤t} l_{t'}) r_t is
+        # Σ_t (Σ_{t'≤t} g_{t'}) r_t
         close(np.einsum("kti,kt->ki", G, rf), out["pgt"][1])
 
 
@@ -423,13 +434,13 @@ def test_advantage_forms_are_the_reward_forms():
 
 
 # ---------------------------------------------------------------------------------------------
-# ALG-4 likelihood ratio and ALG-3 clipping.
+# The likelihood ratio J^LR (ProMP Eq. 12) and clipping J^CLIP (ProMP App. C.3 Eq. 109).
 # ---------------------------------------------------------------------------------------------
 
 
 def test_likelihood_ratio_matches_lvc_at_theta_old():
-    """ALG-4: at θ = θ_o, J^LR's value, gradient and Hessian equal LVC's (same A = Ψ − b), per
-    sample; away from θ_o they differ, and J^LR's gradient is Σ_t ρ_t g_t A_t."""
+    """ProMP §6 (after Eq. 12): at θ = θ_o, J^LR's value, gradient and Hessian equal LVC's (same
+    A = Ψ − b), per sample; away from θ_o they differ, and J^LR's gradient is Σ_t ρ_t g_t A_t."""
     gamma = 0.9
     pb = problem("tabular")
     theta, trajs, T = pb.theta, pb.trajs, pb.mdp.T
@@ -464,7 +475,7 @@ def test_likelihood_ratio_matches_lvc_at_theta_old():
 
 
 def test_clipped_ratio():
-    """ALG-3: zero gradient in the clipped region; at θ = θ_o value = Σ_t A_t (mean over n) and
+    """J^CLIP: zero gradient in the clipped region; at θ = θ_o value = Σ_t A_t (mean over n) and
     gradient = the policy gradient; clip_eps = inf is exactly J^LR."""
     rng = np.random.default_rng(4)
     adv = rng.normal(size=(3, 5))
@@ -540,7 +551,7 @@ def test_padding_is_ignored_and_batches_average():
     objectives = {  # f(logp, rewards, mask, rows, steps) on the selected rows/steps of the extras
         **{f"{name}/baseline={with_b}": (lambda lp, r, m, rows, steps, fn=fn, with_b=with_b: fn(
             lp, r, m, gamma=gamma, baseline=b[rows, steps] if with_b else None))
-           for name, fn in est.ESTIMATORS.items() for with_b in (False, True)},
+           for name, fn in REWARD_ESTIMATORS.items() for with_b in (False, True)},
         "likelihood_ratio": lambda lp, r, m, rows, steps: est.likelihood_ratio(
             lp, old[rows, steps], adv[rows, steps], m),
         "clipped_ratio": lambda lp, r, m, rows, steps: est.clipped_ratio(
@@ -585,17 +596,18 @@ def test_padding_is_ignored_and_batches_average():
 
 
 # ---------------------------------------------------------------------------------------------
-# GRAD-4 / EST-4: formulation II (E-MAML) exactly.
+# Formulation II (E-MAML; ProMP App. A.2) exactly.
 # ---------------------------------------------------------------------------------------------
 
 
 def test_emaml_pre_term_gives_exact_formulation_ii_gradient():
-    """GRAD-4 / EST-4 / OBJ-2 on a 2-state, 2-action, T = 2 MDP with N = 2 pre-update trajectories
-    enumerated jointly. θ' = θ + α∇pgt(τ_1, τ_2) (deterministic in the samples), and
+    """Formulation II (ProMP App. A.2 Eq. 25–28) on a 2-state, 2-action, T = 2 MDP with N = 2
+    pre-update trajectories enumerated jointly. θ' = θ + α∇pgt(τ_1, τ_2) (deterministic in the
+    samples), and
     J^II(θ) = Σ_{τ1,τ2} P(τ1)P(τ2)·J(θ'(τ1,τ2)) with J the exact post-update return. Then
     E_{τ1,τ2}[∇_θ J(θ'(τ1,τ2)) + ∇ emaml_pre_term(τ1, τ2; R̂' = J(θ'))] = ∇J^II exactly.
-    Without the pre-update term (EST-1) or with a mean instead of the sum over n it is not.
-    The pre-update term carries no α (the Eq. 27/35 variant, ISS-4)."""
+    Without the pre-update term (the plain PGT meta-gradient) or with a mean instead of the sum
+    over n it is not. The pre-update term carries no α (the Eq. 27/35 variant; Eq. 3/37 print an α)."""
     gamma, alpha = 0.9, 0.8
     pb = problem("tabular", T=2, S=2, A=2, seed=11)
     theta, trajs = pb.theta, pb.trajs
@@ -629,9 +641,5 @@ def test_emaml_pre_term_gives_exact_formulation_ii_gradient():
 
     exact, (with_pre, post_only, mean_pre) = check(theta)
     close(with_pre, exact)
-    far(post_only, exact)  # ∇J_post alone (EST-1) is a different gradient
+    far(post_only, exact)  # ∇J_post alone (PGT inner step, no pre-update term) is a different gradient
     far(mean_pre, exact)  # a mean over the N pre-update trajectories is biased
-
-
-def test_registry():
-    assert {"pgt": est.pgt, "dice": est.dice, "lvc": est.lvc} == est.ESTIMATORS

@@ -1,6 +1,7 @@
 """Gymnasium wrapper: every family and alias registered as ``adaptrl/<Name>-v0`` passes Gymnasium's
 env checker, exposes the meta API (sample_tasks / set_task / get_task), and gives the same rewards
-as the vectorised environment. Spec IDs: ENV-1 … ENV-8, CONV-1.
+as the vectorised environment. Task families: ProMP §7.3–7.4, App. D.2 and TMAML §5.1, §5.3
+(docs/environments.md); tasks: ProMP §3.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def test_check_env(name, gym_env):
 
 @pytest.mark.parametrize("name", ALL_NAMES)
 def test_spaces_and_time_limit(name, gym_env, make_env):
-    """Spaces match the family spec; TimeLimit's max_episode_steps is the family horizon (§3.7)."""
+    """Spaces match the family spec; TimeLimit's max_episode_steps is the family horizon
+    (docs/environments.md)."""
     env = gym_env(name)
     venv = make_env(name)
     spec = venv.spec
@@ -69,7 +71,7 @@ def test_time_limit_truncates_at_horizon(gym_env):
 
 @pytest.mark.parametrize("name", family_names())
 def test_task_round_trip(name, gym_env):
-    """CONV-1: sample_tasks → set_task → get_task/reset info round-trip; get_task returns a copy."""
+    """ProMP §3 (tasks): sample_tasks → set_task → get_task/reset info round-trip; get_task returns a copy."""
     env = gym_env(name)
     env.reset(seed=3)
     tasks = env.unwrapped.sample_tasks(3)

@@ -1,5 +1,6 @@
-"""Meta-learner: differentiable adaptation (EST-0, OBJ-1), outer steps (ALG-1, ALG-2, ALG-5,
-ALG-6), E-MAML term (EST-4), learned step sizes, presets (ALG-7, HP-1)."""
+"""Meta-learner: differentiable adaptation (ProMP §5, Eq. 5–6; App. A.1, Eq. 14), outer steps (ProMP
+§7.1 VPG, App. C.2 TRPO, Eq. 13 and Alg. 1), E-MAML term (ProMP App. A.2–A.3), learned step sizes,
+presets (docs/algorithms.md; ProMP App. D)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,19 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from adaptrl import estimators as est
-from adaptrl.experiment.config import PRESETS, build_config
-from adaptrl.experiment.trainer import Experiment, sample_and_adapt
+from adaptrl.algorithms import ALGORITHMS
+from adaptrl.algorithms.meta_rl import MetaRL, sample_and_adapt
+from adaptrl.experiment.config import build_config
 from adaptrl.meta.adaptation import adapt, adapt_step, inner_objective, policy_log_prob
 from adaptrl.meta.batch import StepBatch, stack_steps, step
 from adaptrl.meta.learner import MetaLearner
-from adaptrl.meta.objectives import task_terms
-from adaptrl.policies import make_policy
+from adaptrl.meta.objectives import OuterSpec, task_terms
+from adaptrl.policies import GaussianDist, make_policy
+
+
+def inner_spec(kind: str, reduction: str) -> OuterSpec:
+    """The static spec of an inner step with surrogate ``kind``."""
+    return OuterSpec(kind, 1, "log_likelihood", float("inf"), False, reduction)
 
 TINY = dict(tasks_per_iter=4, rollouts_per_task=3, horizon=12, hidden_sizes=(8,), iterations=2,
             env_options={"reward_type": "dense"})
@@ -41,8 +48,8 @@ def random_batch(key, r=3, t=6, obs_dim=2, act_dim=1, m=None):
         advantages=jax.random.normal(ks[3], lead) * mask,
         dice_rewards=jax.random.normal(ks[4], lead) * mask,
         logp_old=jax.random.normal(ks[5], lead) - 1.0,
-        means_old=0.1 * jax.random.normal(ks[6], (*lead, act_dim)),
-        log_stds_old=0.1 * jax.random.normal(ks[7], (*lead, act_dim)),
+        dist_old=GaussianDist(0.1 * jax.random.normal(ks[6], (*lead, act_dim)),
+                              0.1 * jax.random.normal(ks[7], (*lead, act_dim))),
         reward_z=jnp.asarray(0.7) if m is None else jnp.linspace(-1, 1, m),
         cv_baselines=jnp.zeros(lead),
     )
@@ -57,7 +64,7 @@ def small_policy():
 
 @pytest.mark.parametrize("kind", ["pgt", "lvc", "likelihood_ratio", "dice"])
 def test_meta_gradient_is_I_plus_alpha_H_times_outer_gradient(small_policy, kind):
-    """EST-0: autodiff through the inner step applies (I + αĤ) exactly (≤ 500 parameters)."""
+    """ProMP §5, Eq. 5–6: autodiff through the inner step applies (I + αĤ) exactly (≤ 500 parameters)."""
     policy, params = small_policy
     flat, unravel = ravel_pytree(params)
     assert flat.size <= 500
@@ -65,13 +72,13 @@ def test_meta_gradient_is_I_plus_alpha_H_times_outer_gradient(small_policy, kind
     alpha = 0.3
 
     def inner(p):
-        return inner_objective(kind, policy_log_prob(policy.apply, p, pre)[0], pre, "per_trajectory")
+        return inner_objective(policy, p, pre, inner_spec(kind, "per_trajectory"))
 
     def outer(p):
-        return est.pgt_from_advantages(policy_log_prob(policy.apply, p, post)[0], post.advantages, post.mask)
+        return est.pgt_from_advantages(policy_log_prob(policy, p, post)[0], post.advantages, post.mask)
 
     def meta(f):
-        adapted = adapt_step(policy.apply, unravel(f), alpha, pre, kind=kind, reduction="per_trajectory")
+        adapted = adapt_step(policy, unravel(f), alpha, pre, inner_spec(kind, "per_trajectory"))
         return outer(adapted)
 
     with jax.enable_x64(True):
@@ -85,39 +92,36 @@ def test_meta_gradient_is_I_plus_alpha_H_times_outer_gradient(small_policy, kind
 
 
 def test_alpha_zero_meta_gradient_is_policy_gradient(small_policy):
-    """OBJ-1: with α = 0 the meta-gradient is the plain gradient of the outer surrogate."""
+    """ProMP App. A.1, Eq. 14: with α = 0 the meta-gradient is the plain gradient of the outer surrogate."""
     policy, params = small_policy
     pre, post = random_batch(jax.random.PRNGKey(4)), random_batch(jax.random.PRNGKey(5))
-    from adaptrl.meta.objectives import OuterSpec
-
     spec = OuterSpec("pgt", 1, "log_likelihood", float("inf"), False, "per_trajectory")
     batches = stack_steps([pre, post])
-    got = jax.grad(lambda p: task_terms(policy.apply, spec, p, 0.0, batches).objective)(params)
-    want = jax.grad(lambda p: est.pgt_from_advantages(policy_log_prob(policy.apply, p, post)[0],
+    got = jax.grad(lambda p: task_terms(policy, spec, p, 0.0, batches).objective)(params)
+    want = jax.grad(lambda p: est.pgt_from_advantages(policy_log_prob(policy, p, post)[0],
                                                       post.advantages, post.mask))(params)
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_multi_step_adaptation_uses_one_batch_per_step(small_policy):
-    """ALG-6/OBJ-1: step k uses batch k (and only it); the chain is a composition of steps."""
+    """ProMP Alg. 1 / App. A.1: step k uses batch k (and only it); the chain is a composition of steps."""
     policy, params = small_policy
     batches = [random_batch(jax.random.PRNGKey(10 + k)) for k in range(3)]
-    chain = adapt(policy.apply, params, 0.2, batches, kind="lvc", reduction="per_step")
+    chain = adapt(policy, params, 0.2, batches, inner_spec("lvc", "per_step"))
     assert len(chain) == 4
     manual = params
     for k in range(3):
-        manual = adapt_step(policy.apply, manual, 0.2, batches[k], kind="lvc", reduction="per_step")
+        manual = adapt_step(policy, manual, 0.2, batches[k], inner_spec("lvc", "per_step"))
         np.testing.assert_allclose(ravel_pytree(chain[k + 1])[0], ravel_pytree(manual)[0], rtol=1e-6)
-    swapped = adapt(policy.apply, params, 0.2, [batches[1], batches[0], batches[2]], kind="lvc",
-                    reduction="per_step")
+    swapped = adapt(policy, params, 0.2, [batches[1], batches[0], batches[2]], inner_spec("lvc", "per_step"))
     assert not np.allclose(ravel_pytree(swapped[-1])[0], ravel_pytree(chain[-1])[0])
 
 
 def test_sample_and_adapt_samples_k_plus_one_batches_with_adapted_params():
-    """OBJ-1/ALG-6: K inner steps consume K pre-update batches plus one post-update batch."""
+    """ProMP App. A.1 / Alg. 1: K inner steps consume K pre-update batches plus one post-update batch."""
     config = tiny_config(inner_steps=2)
-    exp = Experiment.build(config)
+    exp = MetaRL.build(config)
     calls = []
     collect = exp.sampler.collect
 
@@ -135,7 +139,7 @@ def test_sample_and_adapt_samples_k_plus_one_batches_with_adapted_params():
 
 
 def _batches_for(config, seed=0):
-    exp = Experiment.build(config)
+    exp = MetaRL.build(config)
     state = exp.learner.init(jax.random.PRNGKey(seed))
     tasks = exp.env.sample_tasks(config.tasks_per_iter, seed=seed)
     result = sample_and_adapt(exp, state.meta_params, tasks, jax.random.PRNGKey(seed + 1),
@@ -144,7 +148,7 @@ def _batches_for(config, seed=0):
 
 
 def test_promp_with_one_step_no_clip_no_kl_equals_lvc_vpg():
-    """ALG-5: N = 1, ε = ∞, η = 0 makes a ProMP iteration an LVC-VPG iteration."""
+    """ProMP Eq. 13, Alg. 1: N = 1, ε = ∞, η = 0 makes a ProMP iteration an LVC-VPG iteration."""
     promp = tiny_config("promp", outer_steps=1, clip_eps=float("inf"), kl_coef=0.0)
     lvc = tiny_config("lvc-vpg")
     exp, state, batches = _batches_for(promp)
@@ -157,7 +161,7 @@ def test_promp_with_one_step_no_clip_no_kl_equals_lvc_vpg():
 
 
 def test_promp_kl_penalty_is_zero_with_zero_gradient_at_the_start():
-    """ALG-5: at the first ProMP step θ = θ_o, so the inner KL is 0 and adds no gradient."""
+    """ProMP Eq. 13: at the first ProMP step θ = θ_o, so the inner KL is 0 and adds no gradient."""
     config = tiny_config("promp", outer_steps=1)
     exp, state, batches = _batches_for(config)
     no_kl = dataclasses.replace(config, kl_coef=0.0)
@@ -171,7 +175,7 @@ def test_promp_kl_penalty_is_zero_with_zero_gradient_at_the_start():
 
 
 def test_trpo_outer_step_respects_the_kl_bound():
-    """ALG-2: the post-update policies' mean KL after a MAML-TRPO step is ≤ δ."""
+    """ProMP App. C.2, Eq. 106: the post-update policies' mean KL after a MAML-TRPO step is ≤ δ."""
     config = tiny_config("maml-trpo", max_kl=0.005)
     exp, state, batches = _batches_for(config)
     new_state, info = exp.learner.update(state, batches)
@@ -182,7 +186,8 @@ def test_trpo_outer_step_respects_the_kl_bound():
 
 
 def test_emaml_term_adds_exactly_its_gradient():
-    """EST-4: dropping the E-MAML term recovers MAML; the difference is the term's gradient."""
+    """ProMP App. A.3, Eq. 35: dropping the E-MAML term recovers MAML; the difference is the term's
+    gradient."""
     config = tiny_config("maml-vpg", loss_reduction="per_trajectory")
     exp, state, batches = _batches_for(config)
     plain = exp.learner
@@ -190,7 +195,7 @@ def test_emaml_term_adds_exactly_its_gradient():
     theta = state.meta_params
 
     def grads(learner):
-        return jax.grad(lambda mp: learner._loss(mp, batches, state.kl_coefs)[0])(theta)
+        return jax.grad(lambda mp: learner.loss(mp, batches, state.kl_coefs)[0])(theta)
 
     diff = ravel_pytree(grads(emaml))[0] - ravel_pytree(grads(plain))[0]
 
@@ -198,7 +203,7 @@ def test_emaml_term_adds_exactly_its_gradient():
         pre = step(batches, 0)
 
         def one(b, z):
-            logp = policy_log_prob(plain.apply, mp["policy"], b)[0]
+            logp = policy_log_prob(plain.policy, mp["policy"], b)[0]
             return est.emaml_pre_term(logp, b.mask, z)
 
         per_task = jax.vmap(one)(pre, step(batches, 1).reward_z)
@@ -221,7 +226,8 @@ def test_learned_step_size_receives_gradient_and_trains():
 
 
 def test_adaptive_kl_coefficient_rule():
-    """ProMP's adaptive η (reference §7.2): ÷2 below target/1.5, ×2 above 1.5·target."""
+    """ProMP's adaptive η (the original ProMP code; docs/algorithms.md, "Outer objectives"): ÷2 below
+    target/1.5, ×2 above 1.5·target."""
     base = tiny_config("promp", adaptive_kl=True, kl_coef=1e-3, outer_steps=2)
     exp, state, batches = _batches_for(base)
     low = MetaLearner(dataclasses.replace(base, target_kl=1e3), 2, 2)
@@ -233,7 +239,8 @@ def test_adaptive_kl_coefficient_rule():
 
 
 def test_vpg_outer_step_is_one_adam_step():
-    """ALG-1: one Adam step of size β on the first update moves every coordinate by ≈ β."""
+    """ProMP §7.1, Table 1 (VPG outer step): one Adam step of size β on the first update moves every
+    coordinate by ≈ β."""
     config = tiny_config("maml-vpg", outer_lr=1e-3)
     exp, state, batches = _batches_for(config)
     new_state, info = exp.learner.update(state, batches)
@@ -243,9 +250,10 @@ def test_vpg_outer_step_is_one_adam_step():
     assert set(info) >= {"LossBefore", "LossAfter"}
 
 
-@pytest.mark.parametrize("algo", sorted(PRESETS))
+@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
 def test_every_preset_runs_two_iterations_without_nan(algo, tmp_path):
-    """ALG-7: every preset builds and runs 2 iterations on PointCorners without NaN."""
+    """docs/algorithms.md preset table (ProMP §7, TMAML §5): every preset builds and runs 2 iterations
+    on PointCorners without NaN."""
     from adaptrl.experiment.trainer import train
     from adaptrl.plots import read_progress
 
@@ -258,7 +266,7 @@ def test_every_preset_runs_two_iterations_without_nan(algo, tmp_path):
 
 
 def test_presets_match_promp_table_1():
-    """HP-1: Table 1 values and App. D overrides (inner steps, horizon, sizes, RandParams lr)."""
+    """ProMP App. D: Table 1 values and App. D.2 overrides (inner steps, horizon, sizes, RandParams lr)."""
     promp = build_config("promp", "HalfCheetahRandDirec", preset="paper")
     assert (promp.tasks_per_iter, promp.rollouts_per_task, promp.hidden_sizes) == (40, 20, (64, 64))
     assert (promp.outer_lr, promp.outer_steps, promp.clip_eps, promp.kl_coef) == (1e-3, 5, 0.3, 5e-4)

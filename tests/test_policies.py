@@ -1,4 +1,5 @@
-"""Policy: the reference Gaussian MLP (spec CONV-3, reference §4) and Gaussian formulas."""
+"""Policy: the Gaussian MLP of ProMP (Rothfuss et al., 2019) App. D.1 Table 1, initialised as the
+original ProMP code (docs/algorithms.md), and Gaussian formulas."""
 
 from __future__ import annotations
 

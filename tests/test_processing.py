@@ -1,4 +1,5 @@
-"""Sample processing: returns, GAE, baselines, normalisation (reference §6.1, spec CONV-4)."""
+"""Sample processing: returns, GAE, baselines, normalisation, as the original ProMP code
+(docs/algorithms.md, "Sample processing")."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from adaptrl import estimators as est
 from adaptrl import processing as P
 
 R, T, OBS = 4, 12, 3
@@ -42,7 +44,7 @@ def _np_returns(rewards, lengths, gamma):
 def _np_gae(rewards, values, lengths, gamma, lam):
     out = np.zeros(rewards.shape)
     for i, n in enumerate(lengths):
-        v = np.append(values[i, :n].astype(np.float64), 0.0)  # b_T = 0 appended (reference)
+        v = np.append(values[i, :n].astype(np.float64), 0.0)  # b_T = 0 appended (original code)
         deltas = rewards[i, :n] + gamma * v[1:] - v[:-1]
         acc = 0.0
         for t in reversed(range(n)):
@@ -57,6 +59,26 @@ def test_discounted_returns_match_numpy_loop():
     np.testing.assert_allclose(got, _np_returns(rewards, LENGTHS, 0.9), rtol=1e-5, atol=1e-6)
     assert np.all(got[mask == 0] == 0.0)
     assert np.all(np.isfinite(got))
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.9])
+def test_discounted_returns_vs_estimators_reward_to_go(gamma):
+    """The two reward-to-go conventions (docstrings of both functions): processing discounts from
+    t, R_t = Σ_{k≥t} γ^{k−t} r_k; estimators folds the discount into the rewards,
+    Ψ_t = Σ_{k≥t} γ^k r_k. On prefix masks Ψ_t = γ^t R_t = discounted_returns(γ^t r, γ = 1), and
+    the two functions agree when γ = 1 (rewards already discount-folded)."""
+    rewards, _, _, mask = _batch(14)
+    r, m = jnp.asarray(rewards), jnp.asarray(mask)
+    weights = gamma ** np.arange(T)
+    psi = np.asarray(est.reward_to_go(r, m, gamma=gamma))
+    returns = np.asarray(P.discounted_returns(r, m, gamma))
+    np.testing.assert_allclose(psi, weights * returns, rtol=1e-5, atol=1e-6)
+    folded = jnp.asarray(np.where(mask > 0, rewards, 0.0) * weights, jnp.float32)
+    folded_returns = np.asarray(P.discounted_returns(folded, m, 1.0))
+    np.testing.assert_allclose(psi, folded_returns, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(est.reward_to_go(folded, m), folded_returns, rtol=1e-5, atol=1e-6)
+    if gamma < 1.0:  # they really are different conventions
+        assert np.max(np.abs(psi - returns)) > 1e-2
 
 
 def test_gae_lambda_one_equals_returns_minus_values():
@@ -94,7 +116,6 @@ def _all_outputs(rewards, values, obs, mask):
         "linear": P.linear_feature_baseline(obs, returns, mask),
         "linear_time": P.linear_time_baseline(obs, returns, mask),
         "normalized": P.normalize_advantages(values, mask),
-        "positive": P.shift_advantages_to_positive(values, mask),
     }
 
 
@@ -136,8 +157,8 @@ def test_linear_baseline_recovers_linear_target():
 
     @jax.jit
     def fit_and_predict(obs, target, mask):
-        w = P.fit_linear_feature_baseline(obs, target, mask)
-        pred = P.predict_linear_feature_baseline(w, obs, mask)
+        x = P.linear_feature_baseline_features(obs, mask)
+        pred = jnp.where(mask > 0, jnp.einsum("rtf,f->rt", x, P.ridge_fit(x, target, mask)), 0.0)
         return pred, P.linear_feature_baseline(obs, target, mask)
 
     pred, pred_fused = fit_and_predict(obs, target, mask)
@@ -230,14 +251,6 @@ def test_normalize_advantages():
     raw = (values * 5.0 + 3.0)[mask > 0]
     np.testing.assert_allclose(real, (raw - raw.mean()) / (raw.std() + 1e-8), rtol=1e-4, atol=1e-5)
     assert np.all(adv[mask == 0] == 0.0)
-
-
-def test_shift_advantages_to_positive():
-    _, values, _, mask = _batch(12)
-    pos = np.asarray(P.shift_advantages_to_positive(jnp.asarray(values), jnp.asarray(mask)))
-    raw = values[mask > 0]
-    np.testing.assert_allclose(pos[mask > 0], raw - raw.min() + 1e-8, rtol=1e-6)
-    assert pos[mask > 0].min() >= 0.0 and np.all(pos[mask == 0] == 0.0)
 
 
 def test_standardize_rewards_across_tasks():

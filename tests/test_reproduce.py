@@ -9,27 +9,25 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from matplotlib.image import imread
 
+from adaptrl.cli import build_parser
+from adaptrl.cli import reproduce as reproduce_cli
 from adaptrl.errors import AdaptrlError, ConfigError
-from adaptrl.experiment import reproduce, trainer
+from adaptrl.experiment import campaign_runner
+from adaptrl.experiment.campaign_output import count_rows
+from adaptrl.experiment.campaign_runner import plan_experiment, plot_experiment, run_experiment
+from adaptrl.experiment.campaigns import EXPERIMENTS, ExperimentSpec, RunSpec
 from adaptrl.experiment.checkpoints import has_checkpoint
 from adaptrl.experiment.config import build_config, parse_set
-from adaptrl.experiment.reproduce import (
-    EXPERIMENTS,
-    ExperimentSpec,
-    RunSpec,
-    add_reproduce_parser,
-    cmd_reproduce,
-    plan_experiment,
-    plot_experiment,
-    run_experiment,
-)
-from adaptrl.plots import read_progress
+from adaptrl.experiment.rundir import load_run_config
+from adaptrl.experiment.trainer import TrainingDiverged
+from adaptrl.plots import DPI, read_progress
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SMALL = {"tasks_per_iter": 2, "rollouts_per_task": 2, "horizon": 10, "hidden_sizes": (8, 8)}
 TINY = ExperimentSpec(
     name="tiny", description="test-only reproduction", paper="none (tests)", env="Point1D",
@@ -41,9 +39,24 @@ LABELS = ("promp", "lvc-vpg")
 def cli(argv, capsys=None):
     """Parse ``adaptrl reproduce ARGV`` with a throwaway parser and run it; returns stdout."""
     parser = argparse.ArgumentParser(prog="adaptrl")
-    add_reproduce_parser(parser.add_subparsers(dest="verb"))
-    cmd_reproduce(parser.parse_args(["reproduce", *argv]))
+    reproduce_cli.add_parser(parser.add_subparsers(dest="verb"))
+    args = parser.parse_args(["reproduce", *argv])
+    assert args.func is reproduce_cli.run
+    args.func(args)
     return capsys.readouterr().out if capsys is not None else None
+
+
+def assert_comparison_png(path, panels=2):
+    """``path`` decodes as the comparison figure: ``panels`` panels of 4.6 inches (plus a 0.4 inch
+    margin) by 3.8 inches and a 0.3 inch title, at the plots' DPI; not blank."""
+    image = imread(path)
+    height, width = 4.1 * DPI, (4.6 * panels + 0.4) * DPI
+    assert image.shape[:2] == (pytest.approx(height, abs=1), pytest.approx(width, abs=1))
+    assert image[..., :3].std() > 0
+
+
+def never_train(*args, **kwargs):
+    pytest.fail("a finished run was trained again")
 
 
 def read_summary(path):
@@ -59,23 +72,23 @@ def registered(monkeypatch):
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory):
     """One real tiny reproduction (2 labels × 2 seeds × 2 iterations), interrupted in its first run's
-    second iteration and then rerun, which resumes that run and trains the others."""
+    second iteration (Ctrl-C after its first row) and then rerun, which resumes that run and trains
+    the others."""
     out = tmp_path_factory.mktemp("repro")
-    real_iteration = trainer._iteration
-    calls = {"n": 0}
+    real_train = campaign_runner.train
 
-    def interrupting(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_iteration(*args, **kwargs)
+    def interrupt(row):
+        raise KeyboardInterrupt
+
+    def interrupted_train(config, run_dir, **kwargs):
+        return real_train(config, run_dir, callback=interrupt, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(EXPERIMENTS, "tiny", TINY)
-        mp.setattr(trainer, "_iteration", interrupting)
+        mp.setattr(campaign_runner, "train", interrupted_train)
         first = run_experiment("tiny", seeds=2, scale=0.5, out=out, show_progress=False)
-        partial_rows = reproduce.count_rows(out / "tiny" / "promp-s0")
-        mp.setattr(trainer, "_iteration", real_iteration)
+        partial_rows = count_rows(out / "tiny" / "promp-s0")
+        mp.setattr(campaign_runner, "train", real_train)
         lines: list[str] = []
         second = run_experiment("tiny", seeds=2, scale=0.5, out=out, show_progress=False, log=lines.append)
     return {"out": out, "first": first, "partial_rows": partial_rows, "second": second, "log": lines}
@@ -101,7 +114,7 @@ def test_run_directories_hold_the_recipe(reproduced):
         for seed in (0, 1):
             run_dir = out / "tiny" / f"{label}-s{seed}"
             expected = build_config(label, "Point1D", overrides={**SMALL, "seed": seed, "iterations": 2})
-            assert trainer.load_run_config(run_dir) == expected
+            assert load_run_config(run_dir) == expected
             assert len(read_progress(run_dir)["Itr"]) == 2
             assert has_checkpoint(run_dir)
             assert (run_dir / "plots" / "learning_curve.png").is_file()
@@ -111,7 +124,7 @@ def test_run_directories_hold_the_recipe(reproduced):
 def test_figure_summary_and_commands(reproduced):
     out, result = reproduced["out"], reproduced["second"]
     assert result.figure == out / "tiny" / "comparison.png"
-    assert result.figure.read_bytes()[:8] == PNG_MAGIC
+    assert_comparison_png(result.figure)
     summary = read_summary(out / "tiny" / "summary.csv")
     assert list(summary) == list(LABELS)
     assert [row["label"] for row in result.summary] == list(LABELS)
@@ -136,10 +149,8 @@ def test_figure_summary_and_commands(reproduced):
 
 def test_commands_rebuild_the_same_config(reproduced):
     """Each printed `adaptrl train` command, parsed by the CLI, builds exactly the run's config."""
-    from adaptrl.cli import _parser
-
     for run in reproduced["second"].runs:
-        args = _parser().parse_args(shlex.split(run.command)[1:])
+        args = build_parser().parse_args(shlex.split(run.command)[1:])
         overrides = {**parse_set(args.set), "seed": args.seed, "iterations": args.iterations}
         assert build_config(args.algo, args.env, preset=args.preset, overrides=overrides) == run.config
         assert Path(args.out) == run.run_dir
@@ -149,7 +160,7 @@ def test_rerun_skips_finished_runs(reproduced, registered, monkeypatch, capsys):
     out = reproduced["out"]
     progress_files = sorted((out / "tiny").glob("*/progress.csv"))
     mtimes = [p.stat().st_mtime_ns for p in progress_files]
-    monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    monkeypatch.setattr(campaign_runner, "train", never_train)
     text = cli(["tiny", "--seeds", "2", "--scale", "0.5", "--out", str(out), "--no-progress"], capsys)
     assert [p.stat().st_mtime_ns for p in progress_files] == mtimes and len(mtimes) == 4
     assert "final iteration, mean ± std across seeds" in text and "promp" in text and "lvc-vpg" in text
@@ -180,7 +191,7 @@ def test_plot_only_redraws_from_existing_runs(reproduced, registered, tmp_path, 
     shutil.rmtree(out / "tiny" / "lvc-vpg-s1")
     # any scale: plot-only accepts runs of any length
     text = cli(["tiny", "--out", str(out), "--plot-only"], capsys)
-    assert (out / "tiny" / "comparison.png").read_bytes()[:8] == PNG_MAGIC
+    assert_comparison_png(out / "tiny" / "comparison.png")
     summary = read_summary(out / "tiny" / "summary.csv")
     assert summary["lvc-vpg"]["seeds"] == "0" and summary["promp"]["seeds"] == "0 1"
     assert "wrote" in text
@@ -304,7 +315,7 @@ class FakeRay:
 
 
 def fake_train(calls):
-    """A stand-in for trainer.train writing 3 synthetic rows; lvc-vpg seed 1 diverges after 1 row."""
+    """A stand-in for the trainer's train writing 3 synthetic rows; lvc-vpg seed 1 diverges after 1 row."""
 
     def train(config, run_dir, *, resume=False, show_progress=True, tensorboard=True, make_plots=True):
         calls.append((config.algo, config.seed, resume, show_progress))
@@ -318,8 +329,8 @@ def fake_train(calls):
             rows.append(f"{i},{100 * (i + 1)},{pre + config.seed},{pre + 3 * config.seed},{i + 1.5}")
         (run_dir / "progress.csv").write_text("\n".join(rows) + "\n")
         if diverges:
-            raise trainer.TrainingDiverged("iteration 1: non-finite LossAfter")
-        return trainer.TrainResult(run_dir, None, [], interrupted=False)
+            raise TrainingDiverged("iteration 1: non-finite LossAfter")
+        return SimpleNamespace(run_dir=run_dir, rows=[], interrupted=False)
 
     return train
 
@@ -331,7 +342,7 @@ def test_ray_runs_every_run_as_a_task(monkeypatch, tmp_path):
     monkeypatch.setitem(EXPERIMENTS, "tiny-k2", k2)
     ray, calls = FakeRay(), []
     monkeypatch.setitem(sys.modules, "ray", ray)
-    monkeypatch.setattr(trainer, "train", fake_train(calls))
+    monkeypatch.setattr(campaign_runner, "train", fake_train(calls))
     result = run_experiment("tiny-k2", seeds=2, out=tmp_path, workers=2, cpus_per_run=0.5, show_progress=True)
     assert ray.init_kwargs == {"address": None, "num_cpus": 1} and ray.shut_down
     assert ray.options == [{"num_cpus": 0.5}] and ray.max_in_flight == 2
@@ -339,7 +350,8 @@ def test_ray_runs_every_run_as_a_task(monkeypatch, tmp_path):
                      ("lvc-vpg", 1, False, False)]
     assert list(result.failed) == [tmp_path / "tiny-k2" / "lvc-vpg-s1"]
     assert "non-finite LossAfter" in result.failed[tmp_path / "tiny-k2" / "lvc-vpg-s1"]
-    assert len(result.trained) == 3 and result.figure.is_file()
+    assert len(result.trained) == 3
+    assert_comparison_png(result.figure)
     promp, lvc = result.summary
     # promp: seeds 0 and 1 finished 3 rows; post-update (Step_2) at row 2 = 10 + 3·seed + 2
     assert (promp["final_itr"], promp["inner_steps"], promp["complete"]) == (2, 2, 2)
@@ -350,13 +362,11 @@ def test_ray_runs_every_run_as_a_task(monkeypatch, tmp_path):
     assert lvc["post_update_mean"] == pytest.approx(1.5) and lvc["post_update_std"] == pytest.approx(1.5)
     assert lvc["wall_clock_s"] == pytest.approx(3.5 + 1.5)
     # the CLI reports the divergence as an error after drawing the figure
-    parser = argparse.ArgumentParser()
-    add_reproduce_parser(parser.add_subparsers())
     (tmp_path / "tiny-k2" / "lvc-vpg-s1" / "progress.csv").unlink()
     (tmp_path / "tiny-k2" / "lvc-vpg-s1" / "config.yaml").unlink()
-    with pytest.raises(AdaptrlError, match=r"1 run\(s\) diverged"):
-        cmd_reproduce(parser.parse_args(["reproduce", "tiny-k2", "--seeds", "2", "--out", str(tmp_path),
-                                         "--ray", "--ray-address", "auto"]))
+    with pytest.raises(AdaptrlError, match=r"1 run\(s\) diverged \(the others finished\): .*lvc-vpg-s1: "
+                                           r"iteration 1: non-finite LossAfter"):
+        cli(["tiny-k2", "--seeds", "2", "--out", str(tmp_path), "--ray", "--ray-address", "auto"])
     assert ray.init_kwargs == {"address": "auto"}
 
 
@@ -408,12 +418,13 @@ def test_fig3_recipe_recognises_the_background_runs(tmp_path, monkeypatch):
     rows = ["Itr,n_timesteps,Step_0-AverageReturn,Step_1-AverageReturn,Time"]
     rows += [f"{i},{8000 * (i + 1)},{-100 + i},{-90 + i},{10.0 * (i + 1)}" for i in range(120)]
     (run_dir / "progress.csv").write_text("\n".join(rows) + "\n")
-    monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    monkeypatch.setattr(campaign_runner, "train", never_train)
     result = run_experiment("promp-fig3", seeds=[0], scale=0.2, out=tmp_path, only=["lvc-vpg"],
                             show_progress=False)
     assert result.runs[0].status == "done" and result.trained == []
     assert [r.status for r in result.runs[1:]] == ["new"] * 3
-    assert result.figure == tmp_path / "promp-fig3" / "comparison.png" and result.figure.is_file()
+    assert result.figure == tmp_path / "promp-fig3" / "comparison.png"
+    assert_comparison_png(result.figure)
     (row,) = result.summary
     assert (row["label"], row["final_itr"], row["post_update_mean"], row["wall_clock_s"]) == (
         "lvc-vpg", 119, 29.0, 1200.0)

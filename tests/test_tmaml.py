@@ -1,5 +1,5 @@
-"""TMAML: control-variate learning (spec CV-1…CV-4), its integration into the meta-objective, the
-presets (HP-2) and TMAML's task distributions (ENV-6, ENV-8)."""
+"""TMAML: control-variate learning (TMAML §4.2, Eq. 11–12, Alg. 1–2), its integration into the
+meta-objective, the presets (TMAML App. E, Table 1) and TMAML's task distributions (TMAML §5.1)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from adaptrl.envs import make
 from adaptrl.errors import ConfigError
 from adaptrl.experiment.config import build_config
 from adaptrl.meta import control_variates as cv
-from adaptrl.meta.adaptation import dice_objective, policy_log_prob
+from adaptrl.meta.adaptation import policy_log_prob
 from adaptrl.meta.objectives import OuterSpec, task_terms
+from adaptrl.meta.surrogates import SurrogateInputs, dice_objective
 from adaptrl.policies import make_policy
 from test_meta import random_batch, tiny_config
 
@@ -37,7 +38,7 @@ def task_data(key, r=6, t=5, d=4):
 
 
 def test_meta_cv_loss_is_zero_at_the_targets_and_halves_are_disjoint():
-    """CV-2: L = 0 when V equals the reward-to-go; the halves partition the trajectories."""
+    """TMAML Eq. 12: L = 0 when V equals the reward-to-go; the halves partition the trajectories."""
     rewards = jnp.array([[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]])
     mask = jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
     psi = est.reward_to_go(rewards, mask)
@@ -52,7 +53,7 @@ def test_meta_cv_loss_is_zero_at_the_targets_and_halves_are_disjoint():
 
 
 def test_meta_cv_alpha_zero_is_plain_regression_and_gradient_matches_finite_differences():
-    """CV-3: α' = 0 reduces the Alg. 1 loss to regression on both halves; its gradient (through
+    """TMAML Alg. 1: α' = 0 reduces the Alg. 1 loss to regression on both halves; its gradient (through
     the MAML step, second order) matches central finite differences."""
     apply, phi = value_net()
     features, targets, mask = task_data(jax.random.PRNGKey(1))
@@ -79,7 +80,7 @@ def test_meta_cv_alpha_zero_is_plain_regression_and_gradient_matches_finite_diff
 
 
 def test_meta_cv_values_do_not_leak():
-    """CV-3 leakage: the baseline of a trajectory in half A comes only from parameters adapted on
+    """TMAML Alg. 1, leakage: the baseline of a trajectory in half A comes only from parameters adapted on
     half B — changing half A's targets leaves half A's baselines unchanged (and moves B's)."""
     apply, phi = value_net()
     features, targets, mask = task_data(jax.random.PRNGKey(3))
@@ -91,7 +92,7 @@ def test_meta_cv_values_do_not_leak():
 
 
 def test_action_dependent_baseline_ignores_its_own_coordinate():
-    """CV-1 / CV-5: b^i(s, a^{−i}) does not change with a^i, but does with the other coordinates."""
+    """TMAML Eq. 11: b^i(s, a^{−i}) does not change with a^i, but does with the other coordinates."""
     net = cv.ValueMLP((8,))
     psi = jax.tree_util.tree_map(lambda x: x + 0.2, net.init(jax.random.PRNGKey(0), jnp.zeros((1, 3 + 2))))
     features = jax.random.normal(jax.random.PRNGKey(1), (4, 3))
@@ -115,7 +116,7 @@ def _policy_and_batch(m=2, act_dim=2):
 
 @pytest.mark.parametrize("control_variate", ["meta", "task"])
 def test_zero_control_variate_is_dice_and_outer_cv_adds_zero(control_variate):
-    """CV-4: with b ≡ 0 the TMAML meta-objective and meta-gradient are DiCE's exactly; with any b
+    """TMAML Alg. 2: with b ≡ 0 the TMAML meta-objective and meta-gradient are DiCE's exactly; with any b
     the outer J^CV term adds exactly 0 to the meta-gradient (only DiCE's baseline term does)."""
     policy, params, batches = _policy_and_batch()
     task = jax.tree_util.tree_map(lambda x: x[:, 0], batches)  # one task, [K+1, R, T, ...]
@@ -125,7 +126,7 @@ def test_zero_control_variate_is_dice_and_outer_cv_adds_zero(control_variate):
     cv_spec = dice_spec._replace(control_variate=control_variate)
 
     def grad_of(spec, data):
-        grads = jax.grad(lambda p: task_terms(policy.apply, spec, p, 0.1, data).objective)(params)
+        grads = jax.grad(lambda p: task_terms(policy, spec, p, 0.1, data).objective)(params)
         return ravel_pytree(grads)[0]
 
     np.testing.assert_allclose(grad_of(cv_spec, task), grad_of(dice_spec, task), rtol=1e-5, atol=1e-7)
@@ -136,18 +137,19 @@ def test_zero_control_variate_is_dice_and_outer_cv_adds_zero(control_variate):
     post = jax.tree_util.tree_map(lambda x: x[1], with_b)
     for formula in ("corrected", "paper"):
         def outer_cv(p, formula=formula):
-            logp, mean, log_std = policy_log_prob(policy.apply, p, post)
+            logp, dist = policy_log_prob(policy, p, post)
             coord = None
             if control_variate == "task":
                 from adaptrl.policies import gaussian_coordinate_log_prob
-                coord = gaussian_coordinate_log_prob(post.actions, mean, log_std)
+                coord = gaussian_coordinate_log_prob(post.actions, dist.mean, dist.log_std)
             return est.CONTROL_VARIATES[formula](logp, post.cv_baselines, post.mask, coordinate_logp=coord)
         assert float(outer_cv(params)) == 0.0
         assert float(jnp.abs(ravel_pytree(jax.grad(outer_cv)(params))[0]).max()) == 0.0
     # A non-zero b changes the meta-gradient (through DiCE's baseline term and the inner CV Hessian).
     assert np.abs(np.asarray(grad_of(cv_spec, with_b) - grad_of(dice_spec, with_b))).max() > 1e-6
-    logp, mean, log_std = policy_log_prob(policy.apply, params, post)
-    np.testing.assert_allclose(dice_objective(logp, mean, log_std, post, control_variate),
+    logp, dist = policy_log_prob(policy, params, post)
+    inputs = SurrogateInputs(logp, dist, post, policy, cv_spec)
+    np.testing.assert_allclose(dice_objective(inputs),
                                est.dice(logp, post.dice_rewards, post.mask), rtol=1e-6)
 
 
@@ -216,7 +218,7 @@ def test_explained_variance():
 
 
 def test_tmaml_presets_and_table_1():
-    """HP-2: TMAML Table 1 under --preset paper; the composition of the presets; validation."""
+    """TMAML App. E, Table 1 under --preset paper; the composition of the presets; validation."""
     c = build_config("tmaml-meta-cv", "AntRandDirec", preset="paper")
     assert (c.inner_estimator, c.control_variate, c.cv_formula, c.outer_objective) == \
         ("dice", "meta", "corrected", "clip")
@@ -242,7 +244,7 @@ def test_tmaml_presets_and_table_1():
 
 
 def test_tmaml_task_distributions():
-    """ENV-8: velocities ~ U[0, 2]; ENV-6: Ant goals uniform in [−3, 3]² (TMAML §5.1)."""
+    """TMAML §5.1: velocities ~ U[0, 2]; Ant goals uniform in [−3, 3]²."""
     env = make("HalfCheetahRandVel", velocity_range=[0.0, 2.0])
     goal_env = make("AntRandGoal", goal_distribution="square", goal_radius=3.0)
     try:
@@ -263,18 +265,40 @@ def test_tmaml_task_distributions():
 @pytest.mark.parametrize("algo", ["tmaml-meta-cv", "tmaml-task-cv"])
 def test_tmaml_runs_and_logs_the_control_variate_loss(algo, tmp_path):
     """The TMAML presets train end to end; the meta CV's parameters change and are checkpointed."""
-    from adaptrl.experiment.trainer import load_run, train
+    from adaptrl.experiment.evaluation import load_run
+    from adaptrl.experiment.trainer import train
 
     config = tiny_config(algo)
     result = train(config, tmp_path / algo, show_progress=False, tensorboard=False, make_plots=False)
     assert all(np.isfinite(row["LossAfter"]) for row in result.rows)
     assert {"CVLoss", "CVExplainedVariance", "Time-ControlVariate"} <= set(result.rows[0])
-    assert all(row["CVExplainedVariance"] <= 1 for row in result.rows)
+    assert all(np.isfinite(row["CVExplainedVariance"]) for row in result.rows)
+    # Replay iteration 0 with the trainer's keys; row 0 reports the explained variance
+    # 1 − Σ(Ψ̃ − b)² / Σ(Ψ̃ − mean Ψ̃)² over the real steps of the last adaptation step's batch.
+    from adaptrl.algorithms.meta_rl import MetaRL, sample_and_adapt, task_seed
+    from adaptrl.experiment.seeding import init_key, iteration_key
+
+    replay = MetaRL.build(config)
+    try:
+        start = replay.learner.init(init_key(config.seed))
+        task_key, sample_key = jax.random.split(iteration_key(config.seed, 0))
+        tasks = replay.env.sample_tasks(config.tasks_per_iter, seed=task_seed(task_key))
+        last = sample_and_adapt(replay, start.meta_params, tasks, sample_key, config.inner_steps,
+                                cv_params=start.cv_params).batches[-1]
+    finally:
+        replay.close()
+    mask = np.asarray(last.mask) > 0
+    psi = np.flip(np.cumsum(np.flip(np.where(mask, np.asarray(last.dice_rewards), 0.0), -1), -1), -1)[mask]
+    b = np.asarray(last.cv_baselines)
+    b = (b.mean(axis=-1) if b.ndim > mask.ndim else b)[mask]  # task CV: one b^i per action coordinate
+    expected = 1.0 - np.sum((psi - b) ** 2) / np.sum((psi - psi.mean()) ** 2)
+    assert result.rows[0]["CVExplainedVariance"] == pytest.approx(expected, abs=1e-4)
     _, state, _ = load_run(tmp_path / algo)
     if algo == "tmaml-meta-cv":
-        from adaptrl.experiment.trainer import Experiment, init_key
+        from adaptrl.algorithms.meta_rl import MetaRL
+        from adaptrl.experiment.seeding import init_key
 
-        exp = Experiment.build(config)
+        exp = MetaRL.build(config)
         try:
             fresh = exp.learner.init(init_key(config.seed)).cv_params
         finally:

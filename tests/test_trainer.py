@@ -9,11 +9,15 @@ import numpy as np
 import pytest
 import yaml
 
+from adaptrl.algorithms.meta_rl import TIME_KEYS
 from adaptrl.cli import main
-from adaptrl.experiment import trainer
-from adaptrl.experiment.checkpoints import load_checkpoint
-from adaptrl.experiment.config import build_config, config_from_dict, parse_set
-from adaptrl.experiment.trainer import TIME_KEYS, TrainingDiverged, evaluate, train
+from adaptrl.errors import ConfigError
+from adaptrl.experiment.checkpoints import read_checkpoint
+from adaptrl.experiment.config import build_config, parse_set
+from adaptrl.experiment.evaluation import evaluate
+from adaptrl.experiment.trainer import TrainingDiverged, train
+from adaptrl.meta.config import config_from_dict
+from adaptrl.meta.learner import MetaLearner
 from adaptrl.plots import read_progress
 
 TINY = dict(tasks_per_iter=4, rollouts_per_task=3, horizon=12, hidden_sizes=(8,), inner_steps=2,
@@ -34,8 +38,17 @@ def quiet_train(config, run_dir, **kwargs):
     return train(config, run_dir, show_progress=False, tensorboard=False, make_plots=False, **kwargs)
 
 
+def assert_figure(path, width_in, height_in, dpi=120):
+    """``path`` is a PNG of ``width_in × height_in`` inches at ``dpi`` and not a blank image."""
+    import matplotlib.image as mpimg
+
+    image = mpimg.imread(path)
+    assert image.shape[:2] == (round(height_in * dpi), round(width_in * dpi)), image.shape
+    assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 1, "blank image"
+
+
 def test_run_directory_layout(tmp_path):
-    """design.md run directory: config.yaml, progress.csv with ProMP keys, TB events, checkpoint, plots."""
+    """The run directory: config.yaml, progress.csv with ProMP keys, TB events, checkpoint, plots."""
     config = tiny(iterations=2)
     run = tmp_path / "run"
     result = train(config, run, show_progress=False)
@@ -48,9 +61,11 @@ def test_run_directory_layout(tmp_path):
     # n_timesteps counts real steps: 3 sampling rounds × tasks × rollouts × horizon (no termination)
     np.testing.assert_array_equal(progress["n_timesteps"], [3 * 4 * 3 * 12, 6 * 4 * 3 * 12])
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
-    assert load_checkpoint(run)["iteration"] == 2
-    assert (run / "plots" / "learning_curve.png").stat().st_size > 0
-    assert (run / "plots" / "exploration.png").stat().st_size > 0
+    assert read_checkpoint(run)[1]["iteration"] == 2
+    # plots.plot_runs: pre- and post-update panels, (4.6·2 + 0.4) × 3.8 in at DPI 120
+    assert_figure(run / "plots" / "learning_curve.png", 4.6 * 2 + 0.4, 3.8)
+    # plots.plot_point_exploration: one panel per corner, (3.3·4 + 0.3) × 3.9 in at DPI 120
+    assert_figure(run / "plots" / "exploration.png", 3.3 * 4 + 0.3, 3.9)
     assert len(result.rows) == 2
 
 
@@ -77,7 +92,7 @@ def test_resume_continues_exactly(tmp_path, algo):
     result = quiet_train(config, tmp_path / "resumed", callback=interrupt)
     assert result.interrupted
     # the interrupt came after iteration 1 was logged: its row and checkpoint survive
-    assert load_checkpoint(tmp_path / "resumed")["iteration"] == 2
+    assert read_checkpoint(tmp_path / "resumed")[1]["iteration"] == 2
     quiet_train(config, tmp_path / "resumed", resume=True)
     assert rows_without_time(tmp_path / "resumed") == rows_without_time(tmp_path / "straight")
 
@@ -89,21 +104,19 @@ def test_resume_drops_rows_after_the_checkpoint(tmp_path):
     run = tmp_path / "crashed"
     quiet_train(config, run)
     # simulate a crash after iteration 2 but before its checkpoint: the checkpoint says 2 done
-    assert load_checkpoint(run)["iteration"] == 3
-    import pickle
-
-    ckpt_path = run / "checkpoints" / "latest.pkl"
+    assert read_checkpoint(run)[1]["iteration"] == 3
+    ckpt_path = run / "checkpoints" / "latest.npz"
     straight_two = tmp_path / "two"
     quiet_train(dataclasses.replace(config, iterations=2), straight_two)
-    ckpt_path.write_bytes((straight_two / "checkpoints" / "latest.pkl").read_bytes())
-    assert pickle.loads(ckpt_path.read_bytes())["iteration"] == 2
+    ckpt_path.write_bytes((straight_two / "checkpoints" / "latest.npz").read_bytes())
+    assert read_checkpoint(run)[1]["iteration"] == 2
     quiet_train(config, run, resume=True)
     assert rows_without_time(run) == rows_without_time(tmp_path / "straight")
 
 
 def test_nan_stops_with_clear_message_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     config = tiny(iterations=5, checkpoint_every=1)
-    real_update = trainer.MetaLearner.update
+    real_update = MetaLearner.update
     calls = {"n": 0}
 
     def poisoned(self, state, batches):
@@ -113,17 +126,19 @@ def test_nan_stops_with_clear_message_and_keeps_last_checkpoint(tmp_path, monkey
             info = {**info, "LossAfter": float("nan")}
         return new_state, info
 
-    monkeypatch.setattr(trainer.MetaLearner, "update", poisoned)
+    monkeypatch.setattr(MetaLearner, "update", poisoned)
     with pytest.raises(TrainingDiverged, match="iteration 2: non-finite LossAfter"):
         quiet_train(config, tmp_path / "run")
-    assert load_checkpoint(tmp_path / "run")["iteration"] == 2
+    assert read_checkpoint(tmp_path / "run")[1]["iteration"] == 2
     assert len(read_progress(tmp_path / "run")["Itr"]) == 2
 
 
 def test_existing_run_is_not_overwritten(tmp_path):
     config = tiny(iterations=1)
     quiet_train(config, tmp_path / "run")
-    with pytest.raises(Exception, match="already holds a run"):
+    from adaptrl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="already holds a run"):
         quiet_train(config, tmp_path / "run")
 
 
@@ -134,26 +149,35 @@ def test_evaluate_any_number_of_steps(tmp_path):
     report = evaluate(tmp_path / "run", tasks=5, adapt_steps=4, rollouts=2)
     assert [r["step"] for r in report["rows"]] == [0, 1, 2, 3, 4]
     assert len(report["result"].trajectories) == 5
-    for r in report["rows"]:
-        assert r["ci95_low"] <= r["mean_return"] <= r["ci95_high"]
     assert report["result"].trajectories[0].returns().shape == (5, 2)
+    for r, traj in zip(report["rows"], report["result"].trajectories, strict=True):
+        # 95 % CI across the 5 tasks of the per-task mean return: mean ± 1.96·sd/√M, sd with ddof=1
+        per_task = np.asarray(traj.returns(), np.float64).mean(axis=1)
+        mean, sd = per_task.mean(), per_task.std(ddof=1)
+        half = 1.96 * sd / np.sqrt(len(per_task))
+        np.testing.assert_allclose(
+            [r["mean_return"], r["std_across_tasks"], r["ci95_low"], r["ci95_high"]],
+            [mean, sd, mean - half, mean + half], rtol=1e-5, atol=1e-5)
+        assert r["ci95_high"] - r["ci95_low"] > 0  # 5 distinct tasks: a non-degenerate interval
 
 
 def test_config_set_parsing_and_errors():
+    from adaptrl.errors import ConfigError
+
     assert parse_set(["inner_lr=0.05", "env_options.reward_type=dense"]) == {
         "inner_lr": "0.05", "env_options": {"reward_type": "dense"}}
     config = build_config("promp", "PointCorners", overrides={"hidden_sizes": "32,32",
                                                                "adaptive_kl": "true"})
     assert config.hidden_sizes == (32, 32) and config.adaptive_kl is True
-    with pytest.raises(Exception, match=r"unknown setting 'inner_lrr'.*inner_lr"):
+    with pytest.raises(ConfigError, match=r"unknown setting 'inner_lrr'.*inner_lr"):
         build_config("promp", "PointCorners", overrides={"inner_lrr": "1"})
-    with pytest.raises(Exception, match=r"unknown algorithm 'prom'.*promp"):
+    with pytest.raises(ConfigError, match=r"unknown algorithm 'prom'.*promp"):
         build_config("prom", "PointCorners")
-    with pytest.raises(Exception, match="inner_steps must be an integer"):
+    with pytest.raises(ConfigError, match="inner_steps must be an integer"):
         build_config("promp", "PointCorners", overrides={"inner_steps": "1.5"})
-    with pytest.raises(Exception, match="max_kl must be > 0"):
+    with pytest.raises(ConfigError, match="max_kl must be > 0"):
         build_config("maml-trpo", "PointCorners", overrides={"max_kl": "0"})
-    with pytest.raises(Exception, match="--set expects key=value"):
+    with pytest.raises(ConfigError, match="--set expects key=value"):
         parse_set(["inner_lr"])
 
 
@@ -173,7 +197,7 @@ def test_cli_train_eval_plot(tmp_path, capsys):
     assert main(["eval", str(run), "--tasks", "3", "--adapt-steps", "1", "--json"]) == 0
     assert (run / "eval_k1.csv").is_file()
     assert main(["plot", str(run), "--out", str(tmp_path / "p.png")]) == 0
-    assert (tmp_path / "p.png").stat().st_size > 0
+    assert_figure(tmp_path / "p.png", 4.6 * 2 + 0.4, 3.8)  # as the run's learning curve
     capsys.readouterr()
     assert main(["train", "promp", "--env", "PointCornrs"]) == 2
     assert "unknown environment 'PointCornrs'" in capsys.readouterr().err
@@ -203,3 +227,44 @@ def test_promp_learns_point_corners_quickly(tmp_path):
     pre = np.array([r["Step_0-AverageReturn"] for r in result.rows])
     assert post[-3:].mean() > post[:3].mean() + 0.25 * abs(post[:3].mean())
     assert post[-3:].mean() > pre[-3:].mean()
+
+
+# ------------------------------------------------------------------------------- checkpoints
+def test_checkpoint_holds_named_fields_and_restores_them_exactly(tmp_path):
+    """The checkpoint is a named-field .npz (no pickle) whose arrays are the final state's."""
+    from adaptrl.experiment.checkpoints import named_leaves
+
+    result = quiet_train(tiny(iterations=2), tmp_path / "run")
+    arrays, meta = read_checkpoint(tmp_path / "run")
+    assert meta == {"format": 2, "iteration": 2, "seed": 0, "n_timesteps": meta["n_timesteps"],
+                    "time": meta["time"]}
+    assert meta["n_timesteps"] == result.rows[-1]["n_timesteps"]
+    assert ".meta_params['policy']['params']['output']['kernel']" in arrays
+    expected = named_leaves(result.state)
+    assert sorted(arrays) == sorted(expected)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(arrays[name], value)
+    with np.load(tmp_path / "run" / "checkpoints" / "latest.npz", allow_pickle=False) as data:
+        assert all(data[k].dtype != object for k in data.files)
+
+
+def test_damaged_or_incompatible_checkpoint_gives_one_clear_message(tmp_path):
+    config = tiny(iterations=1)
+    quiet_train(config, tmp_path / "run")
+    ckpt = tmp_path / "run" / "checkpoints" / "latest.npz"
+    good = ckpt.read_bytes()
+    ckpt.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ConfigError, match="damaged or not an adaptrl checkpoint"):
+        quiet_train(dataclasses.replace(config, iterations=2), tmp_path / "run", resume=True)
+    ckpt.write_bytes(good)
+    bigger = dataclasses.replace(config, iterations=2, hidden_sizes=(16,))
+    shape_error = r"field .*\['hidden_0'\]\['bias'\] has shape \(8,\), this configuration needs \(16,\)"
+    with pytest.raises(ConfigError, match=shape_error):
+        quiet_train(bigger, tmp_path / "run", resume=True)
+    two_layers = dataclasses.replace(config, iterations=2, hidden_sizes=(8, 8))
+    with pytest.raises(ConfigError, match=r"different state structure.*missing.*hidden_1"):
+        quiet_train(two_layers, tmp_path / "run", resume=True)
+    (tmp_path / "old" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "old" / "checkpoints" / "latest.pkl").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(ConfigError, match="older adaptrl"):
+        read_checkpoint(tmp_path / "old")

@@ -1,4 +1,5 @@
-"""TRPO optimiser: conjugate gradient, Hessian-vector products, the constrained step (§7.3, ALG-2)."""
+"""TRPO optimiser: conjugate gradient, Hessian-vector products, the constrained step (ProMP App. C.2,
+Eq. 106–107; settings of the original ProMP code, docs/algorithms.md, "Outer optimizers")."""
 
 from __future__ import annotations
 
@@ -110,7 +111,7 @@ def test_trpo_step_gaussian_policy_respects_trust_region():
     assert jax.tree_util.tree_structure(new) == jax.tree_util.tree_structure(old)  # nested dict pytree
     assert int(info["Accepted"]) == 1
     assert 0 <= int(info["NumBacktracks"]) < 15
-    assert float(kl_fn(new)) <= 0.01  # ALG-2: post-step KL ≤ δ (stricter than 1.1δ)
+    assert float(kl_fn(new)) <= 0.01  # ProMP Eq. 106: post-step KL ≤ δ (stricter than a 1.1δ tolerance)
     np.testing.assert_allclose(info["MeanKL"], kl_fn(new), rtol=1e-5)
     np.testing.assert_allclose(info["MeanKLBefore"], 0.0, atol=1e-6)
     np.testing.assert_allclose(info["LossBefore"], loss_fn(old), rtol=1e-6)

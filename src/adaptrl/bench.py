@@ -80,20 +80,23 @@ def raw_mujoco_steps_per_s(env: HostVectorEnv, tasks, actions: np.ndarray, repea
 def raw_device_steps_per_s(env: DeviceVectorEnv, tasks, rollouts: int, horizon: int,
                            repeats: int) -> float:
     """Env-steps/s of the jitted JAX dynamics alone (random actions) in ``lax.scan``."""
+    sim = env.simulator
     env_tasks = {k: jnp.repeat(jnp.asarray(v), rollouts, axis=0) for k, v in tasks.items()}
     batch = next(iter(env_tasks.values())).shape[0]
-    step = jax.vmap(env.step_env)
+    step = jax.vmap(sim.step, in_axes=(None, 0, 0, 0))
 
     @jax.jit
     def run(key):
-        obs = jax.vmap(env.init)(jax.random.split(key, batch), env_tasks)
+        state = jax.vmap(sim.reset)(jax.random.split(key, batch), env_tasks)
         actions = jax.random.normal(key, (horizon, batch, env.spec.act_dim))
+        step_keys = jax.random.split(jax.random.fold_in(key, 1), horizon * batch).reshape(horizon, batch, -1)
 
-        def body(obs, a):
-            next_obs, reward, _ = step(obs, a, env_tasks)
-            return next_obs, reward
+        def body(state, inputs):
+            a, keys = inputs
+            next_state, reward, _ = step(sim.default_params(), state, a, keys)
+            return next_state, reward
 
-        return jax.lax.scan(body, obs, actions)
+        return jax.lax.scan(body, state, (actions, step_keys))
 
     jax.block_until_ready(run(jax.random.PRNGKey(0)))
     seconds = _median_time(lambda: jax.block_until_ready(run(jax.random.PRNGKey(1))), repeats)

@@ -1,30 +1,38 @@
 """Meta-gradient estimator surrogates: pure JAX objectives whose derivatives are the estimators.
 
 Every surrogate here is a scalar whose first and second derivatives with respect to whatever
-parameters produced ``logp`` *are* the estimator (spec §5, EST-0…EST-4, EST-7). They are plain
-functions of arrays, so they work for any differentiable ``logp`` (tabular softmax, Gaussian MLP),
-inside ``jit``/``vmap``/``grad``, and in a differentiable inner loop (EST-0).
+parameters produced ``logp`` *are* the estimator (ProMP §5 and App. B; summary table in
+docs/algorithms.md, "Inner estimators"). They are plain functions of arrays, so they work for any
+differentiable ``logp`` (tabular softmax, Gaussian MLP), inside ``jit``/``vmap``/``grad``, and in a
+differentiable inner loop (ProMP §5; TMAML Alg. 2).
 
-Conventions (spec §0, CONV-2, CONV-4, CONV-5):
+Papers cited: ProMP = Rothfuss et al., "ProMP: Proximal Meta-Policy Search", ICLR 2019 (with its
+appendix); TMAML = Liu et al., "Taming MAML: Efficient Unbiased Meta-Reinforcement Learning",
+ICML 2019 ("TMAML App." is its supplement); Clavera thesis = I. Clavera, "Overcoming Model-Bias in
+Reinforcement Learning", UC Berkeley 2020.
+
+Conventions:
 
 * Arrays are ``[N, T]``: N trajectories × T time steps (any leading shape ``[..., T]`` works; the
   "mean over trajectories" is then the mean over all leading entries).
 * ``mask`` is 1.0 on real steps and 0.0 on padding. Every input is masked inside: padded entries
   are replaced by exactly 0 (``jnp.where``), so arbitrary — even non-finite — padding changes
   neither values nor gradients.
-* Discounting is folded into the reward, r_t := γ^t r_t with the absolute time index t ([000] §3),
-  so the reward-to-go is Ψ_t = Σ_{t'≥t} γ^{t'} r_{t'} (:func:`reward_to_go`).
+* Discounting is folded into the reward, r_t := γ^t r_t with the absolute time index t (ProMP §3),
+  so the reward-to-go is Ψ_t = Σ_{t'≥t} γ^{t'} r_{t'} (:func:`reward_to_go`; compare
+  :func:`adaptrl.processing.discounted_returns`, which discounts from t).
 * ⊥ is ``jax.lax.stop_gradient`` (it blocks every derivative order); □(x) = exp(x − ⊥x) is the
-  MagicBox (:func:`magic_box`, CONV-2).
+  MagicBox (:func:`magic_box`; ProMP App. B.3.1 Eq. 66–68).
 * A surrogate's value is (1/N)·Σ_n Σ_t (per-step surrogate): the mean over trajectories of the
   per-trajectory sum. Multiply by :func:`per_step_scale` to get a mean over real time steps
   instead (the original code's loss normalisation). The exception is :func:`emaml_pre_term`,
-  which sums over the N pre-update trajectories (GRAD-4).
+  which sums over the N pre-update trajectories (ProMP App. A.2 Eq. 27, 35).
 * Baselines ``baseline`` are ``[N, T]`` arrays in the units of Ψ_t (an estimate of
   Σ_{t'≥t} γ^{t'} r_{t'} from s_t, i.e. *including* the γ^t factor) and are treated as constants
-  (⊥). They must not depend on a_t (CV-5).
+  (⊥). They must not depend on a_t (TMAML §4.2, Thm. 1).
 
-Hessian content (spec HESS-1/HESS-2, EST-7), with g_t = ∇log π(a_t|s_t), l_t = log π(a_t|s_t):
+Hessian content (ProMP §5 Eq. 6, App. B.2 Eq. 43–65), with g_t = ∇log π(a_t|s_t),
+l_t = log π(a_t|s_t):
 
 * H1 = E[Σ_t g_t g_tᵀ Ψ_t], H2 = E[Σ_t ∇²l_t Ψ_t], H12 = E[Σ_t Σ_{t'>t} g_t g_{t'}ᵀ Ψ_{t'}],
   and ∇²J = H1 + H2 + H12 + H12ᵀ.
@@ -34,7 +42,9 @@ Hessian content (spec HESS-1/HESS-2, EST-7), with g_t = ∇log π(a_t|s_t), l_t 
 * :func:`dice` — first order unbiased; E[∇²] = H1 + H2 + H12 + H12ᵀ = ∇²J (also with a baseline).
 * :func:`lvc` — first order unbiased; E[∇²] = H1 + H2 (also with a state baseline).
 
-where F(s) = E_{a∼π(·|s)}[g gᵀ] is the Fisher matrix at s (E_a[∇²log π] = −F).
+where F(s) = E_{a∼π(·|s)}[g gᵀ] is the Fisher matrix at s (E_a[∇²log π] = −F). Without a
+baseline these are ProMP §5 Eq. 8, 10 and App. B.3; tests/test_estimators.py checks every case,
+with and without a baseline, by exact enumeration.
 """
 
 from __future__ import annotations
@@ -48,7 +58,6 @@ from jax import Array
 from jax.typing import ArrayLike
 
 __all__ = [
-    "ESTIMATORS",
     "clipped_ratio",
     "dice",
     "dice_baseline_term",
@@ -93,7 +102,7 @@ def _advantages(rewards: ArrayLike, mask: ArrayLike, gamma: float | ArrayLike,
 
 
 def discount_weights(T: int, gamma: float | ArrayLike, dtype: jnp.dtype | None = None) -> Array:
-    """The folded-discount factors ``[γ^0, γ^1, …, γ^{T−1}]`` (spec §0: r_t := γ^t r_t, [000] §3).
+    """The folded-discount factors ``[γ^0, γ^1, …, γ^{T−1}]`` (r_t := γ^t r_t, ProMP §3).
 
     ``0^0 = 1``, so ``gamma = 0`` keeps only the first reward."""
     dtype = jnp.result_type(float) if dtype is None else dtype
@@ -103,10 +112,16 @@ def discount_weights(T: int, gamma: float | ArrayLike, dtype: jnp.dtype | None =
 def reward_to_go(rewards: ArrayLike, mask: ArrayLike, *, gamma: float | ArrayLike = 1.0) -> Array:
     """Discount-folded reward-to-go Ψ_t = Σ_{t'=t}^{T−1} γ^{t'} r_{t'} mask_{t'}, shape ``[N, T]``.
 
-    The factor is γ^{t'} with the *absolute* time index t' (spec §0 notation, CONV-5;
-    [000] §3, App. B.1 Eq. 41–42), not γ^{t'−t}: the discount is folded into the reward, so
-    Ψ_0 is the discounted return R(τ) and Ψ_t is in the same units as every surrogate here.
-    Padded steps contribute nothing (and Ψ_t is 0 on them).
+    The factor is γ^{t'} with the *absolute* time index t' (ProMP §3, App. B.1 Eq. 41–42), not
+    γ^{t'−t}: the discount is folded into the reward, so Ψ_0 is the discounted return R(τ) and
+    Ψ_t is in the same units as every surrogate here. Padded steps contribute nothing (and Ψ_t
+    is 0 on them); ``mask`` may have holes.
+
+    This differs from :func:`adaptrl.processing.discounted_returns`, the standard return
+    R_t = Σ_{t'≥t} γ^{t'−t} r_{t'} discounted from t (the sample processing's convention): for a
+    mask that is a prefix of ones per row, ``reward_to_go(r, mask, gamma=γ) = γ^t ·
+    discounted_returns(r, mask, γ)``, and with γ = 1 (rewards already discount-folded, e.g. the
+    DiCE rewards γ^t r_t − b(t)) the two coincide (tests/test_processing.py).
     """
     rewards = jnp.asarray(rewards)
     dtype = jnp.result_type(rewards, float)
@@ -115,7 +130,7 @@ def reward_to_go(rewards: ArrayLike, mask: ArrayLike, *, gamma: float | ArrayLik
 
 
 def magic_box(x: ArrayLike) -> Array:
-    """The MagicBox □(x) = exp(x − ⊥x) (spec CONV-2; [000] App. B.3.1 Eq. 66–68; [003] Eq. 5).
+    """The MagicBox □(x) = exp(x − ⊥x) (ProMP App. B.3.1 Eq. 66–68; TMAML Eq. 5).
 
     Value 1 at every point; ∇□(x) = □(x)∇x, so ∇□ = ∇x and ∇²□ = ∇x∇xᵀ + ∇²x when evaluated.
     With x = log π_θ it is the weight π_θ/⊥π_θ (value 1, gradient g)."""
@@ -127,8 +142,8 @@ def pgt_from_advantages(logp: ArrayLike, advantages: ArrayLike, mask: ArrayLike)
     """Score-function surrogate on given advantages: (1/N)·Σ_n Σ_t l_t·⊥A_t·mask_t.
 
     The advantages are used as they are (already discounted/baselined/normalised by the caller)
-    and are constants (⊥). With A_t = Ψ_t − b(s_t) this is :func:`pgt` (EST-1, CONV-5;
-    [000] App. B.1 Eq. 41–42, App. B.3). Expected Hessian: H2 only when A = Ψ (see :func:`pgt`).
+    and are constants (⊥). With A_t = Ψ_t − b(s_t) this is :func:`pgt` (ProMP App. B.1
+    Eq. 41–42, App. B.3). Expected Hessian: H2 only when A = Ψ (see :func:`pgt`).
     """
     return _mean_of_sums(_masked(logp, mask) * _sg(_masked(advantages, mask)))
 
@@ -136,22 +151,22 @@ def pgt_from_advantages(logp: ArrayLike, advantages: ArrayLike, mask: ArrayLike)
 def lvc_from_advantages(logp: ArrayLike, advantages: ArrayLike, mask: ArrayLike) -> Array:
     """LVC surrogate on given advantages: (1/N)·Σ_n Σ_t □(l_t)·⊥A_t·mask_t, □(l) = π_θ/⊥π_θ.
 
-    Advantages are constants (⊥). With A_t = Ψ_t − b(s_t) this is :func:`lvc` (EST-3;
-    [000] Eq. 9–10, App. B.3.2 Eq. 82–101). Expected Hessian: H1 + H2 (see :func:`lvc`).
+    Advantages are constants (⊥). With A_t = Ψ_t − b(s_t) this is :func:`lvc` (ProMP §5
+    Eq. 9–10, App. B.4 Eq. 82–101). Expected Hessian: H1 + H2 (see :func:`lvc`).
     """
     return _mean_of_sums(magic_box(_masked(logp, mask)) * _sg(_masked(advantages, mask)))
 
 
 def pgt(logp: ArrayLike, rewards: ArrayLike, mask: ArrayLike, *, gamma: float | ArrayLike = 1.0,
         baseline: ArrayLike | None = None) -> Array:
-    """Policy-gradient-theorem surrogate ("MAML", EST-1): (1/N)·Σ_n Σ_t l_t·⊥(Ψ_t − b_t)·mask_t.
+    """Policy-gradient-theorem surrogate ("MAML"): (1/N)·Σ_n Σ_t l_t·⊥(Ψ_t − b_t)·mask_t.
 
-    Paper: [000] App. B.1 Eq. 41–42 (forward form; equals the backward form
-    Σ_t (Σ_{t'≤t} l_{t'}) r_t, CONV-5) and App. B.3 (its Hessian); [001] Eq. 52.
+    Paper: ProMP App. B.1 Eq. 41 (forward form; equals the backward form
+    Σ_t (Σ_{t'≤t} l_{t'}) r_t, Eq. 42) and App. B.3 (its Hessian); Clavera thesis Eq. 52.
 
     * Gradient: Σ_t g_t(Ψ_t − b_t) per sample; unbiased with or without a state baseline.
     * Per-sample Hessian: Σ_t ∇²l_t (Ψ_t − b_t).
-    * Expected Hessian (EST-7 row PGT): **H2** without a baseline — H1 and H12 + H12ᵀ are dropped.
+    * Expected Hessian (ProMP App. B.3): **H2** without a baseline — H1 and H12 + H12ᵀ are dropped.
       With a state(-and-time) baseline b(s_t) the expected Hessian is no longer H2: since
       E_a[∇²log π] = −F(s) (F(s) = E_a[g gᵀ], the Fisher matrix at s),
       E[∇² pgt] = H2 − Σ_t E[b(s_t) E_a[∇²l_t]] = **H2 + Σ_t E[b(s_t) F(s_t)]**.
@@ -162,17 +177,17 @@ def pgt(logp: ArrayLike, rewards: ArrayLike, mask: ArrayLike, *, gamma: float | 
 
 def dice(logp: ArrayLike, rewards: ArrayLike, mask: ArrayLike, *, gamma: float | ArrayLike = 1.0,
          baseline: ArrayLike | None = None) -> Array:
-    """DiCE surrogate (EST-2): (1/N)·Σ_n Σ_t [□(Σ_{t'≤t} l_{t'})·r_t + (1 − □(l_t))·⊥b_t]·mask_t.
+    """DiCE surrogate: (1/N)·Σ_n Σ_t [□(Σ_{t'≤t} l_{t'})·r_t + (1 − □(l_t))·⊥b_t]·mask_t.
 
-    r_t is discount-folded (γ^t r_t). Paper: [000] Eq. 7–8, App. B.3.1 Eq. 66–80; [001] Eq. 15–16;
-    [003] Eq. 5. The baseline term is the DiCE paper's baseline term (Foerster et al., 2018),
+    r_t is discount-folded (γ^t r_t). Paper: ProMP §5 Eq. 7–8, App. B.3.1 Eq. 66–80; Clavera thesis
+    Eq. 15–16; TMAML Eq. 5. The baseline term is the DiCE paper's baseline term (Foerster et al., 2018),
     which uses only the current step's □(l_t) (not the cumulative one).
 
     * Value: Σ_t r_t (the baseline term has value 0).
     * Gradient: Σ_t (Σ_{t'≤t} g_{t'}) r_t − Σ_t g_t b_t = Σ_t g_t (Ψ_t − b_t); unbiased.
     * Per-sample Hessian: Σ_t [(Σ_{t'≤t}g_{t'})(Σ_{t'≤t}g_{t'})ᵀ + Σ_{t'≤t}∇²l_{t'}] r_t
       − Σ_t (g_t g_tᵀ + ∇²l_t) b_t.
-    * Expected Hessian (EST-7 row DiCE): **H1 + H2 + H12 + H12ᵀ = ∇²J**, with or without a state
+    * Expected Hessian (ProMP Eq. 8): **H1 + H2 + H12 + H12ᵀ = ∇²J**, with or without a state
       baseline — the baseline term's expected Hessian −Σ_t E[b(s_t) E_a[∇²π/π]] is 0.
 
     The cumulative log-probability is taken over masked ``logp`` (padding contributes 0).
@@ -188,15 +203,16 @@ def dice(logp: ArrayLike, rewards: ArrayLike, mask: ArrayLike, *, gamma: float |
 
 def lvc(logp: ArrayLike, rewards: ArrayLike, mask: ArrayLike, *, gamma: float | ArrayLike = 1.0,
         baseline: ArrayLike | None = None) -> Array:
-    """Low-variance curvature surrogate (EST-3): (1/N)·Σ_n Σ_t □(l_t)·⊥(Ψ_t − b_t)·mask_t.
+    """Low-variance curvature surrogate: (1/N)·Σ_n Σ_t □(l_t)·⊥(Ψ_t − b_t)·mask_t.
 
-    □(l_t) = π_θ(a_t|s_t)/⊥π_θ(a_t|s_t). Paper: [000] Eq. 9–10, App. B.3.2 Eq. 82–101;
-    [001] Eq. 17–18; [002] Eq. 5; [003] Eq. 6.
+    □(l_t) = π_θ(a_t|s_t)/⊥π_θ(a_t|s_t). Paper: ProMP §5 Eq. 9–10, App. B.4 Eq. 82–101;
+    Clavera thesis Eq. 17–18; ProMP workshop version Eq. 5; TMAML Eq. 6.
 
     * Gradient: Σ_t g_t(Ψ_t − b_t) per sample; unbiased.
-    * Per-sample Hessian: Σ_t (g_t g_tᵀ + ∇²l_t)(Ψ_t − b_t) (the correct form, not the printed
-      cross-index one, ISS-3).
-    * Expected Hessian (EST-7 row LVC): **H1 + H2** (bias −(H12 + H12ᵀ)), also with a state
+    * Per-sample Hessian: Σ_t (g_t g_tᵀ + ∇²l_t)(Ψ_t − b_t) (the correct form, not the
+      cross-index form Σ_t Σ_{t'≤t} g_{t'} g_tᵀ r_t printed in ProMP App. B.4 Eq. 97, 99;
+      tests/test_estimators.py checks it per sample).
+    * Expected Hessian (ProMP Eq. 10): **H1 + H2** (bias −(H12 + H12ᵀ)), also with a state
       baseline, since E_a[g gᵀ + ∇²l] = E_a[∇²π/π] = 0.
     """
     return lvc_from_advantages(logp, _advantages(rewards, mask, gamma, baseline), mask)
@@ -204,9 +220,10 @@ def lvc(logp: ArrayLike, rewards: ArrayLike, mask: ArrayLike, *, gamma: float | 
 
 def likelihood_ratio(logp: ArrayLike, logp_old: ArrayLike, advantages: ArrayLike,
                      mask: ArrayLike) -> Array:
-    """Importance-weighted surrogate J^LR (ALG-4): (1/N)·Σ_n Σ_t exp(l_t − ⊥l^old_t)·⊥A_t·mask_t.
+    """Importance-weighted surrogate J^LR: (1/N)·Σ_n Σ_t exp(l_t − ⊥l^old_t)·⊥A_t·mask_t.
 
-    Paper: [000] Eq. 12 (ProMP's inner objective); [001] Eq. 20; [002] Eq. 6. ``logp_old`` (the
+    Paper: ProMP §6 Eq. 12 (ProMP's inner objective); Clavera thesis Eq. 20; ProMP workshop
+    version Eq. 6. ``logp_old`` (the
     sampling policy π_θo) and ``advantages`` (A^{π_θo}) are constants. At θ = θ_o (``logp_old``
     equal to the value of ``logp``) its value, gradient and Hessian equal those of
     :func:`lvc_from_advantages` with the same A — expected Hessian H1 + H2 when A = Ψ − b(s) —
@@ -218,13 +235,13 @@ def likelihood_ratio(logp: ArrayLike, logp_old: ArrayLike, advantages: ArrayLike
 
 def clipped_ratio(logp: ArrayLike, logp_old: ArrayLike, advantages: ArrayLike, mask: ArrayLike, *,
                   clip_eps: float) -> Array:
-    """PPO clipped surrogate J^CLIP (ALG-3):
+    """PPO clipped surrogate J^CLIP (ProMP App. C.3 Eq. 109):
     (1/N)·Σ_n Σ_t min(ρ_t A_t, clip(ρ_t, 1 − ε, 1 + ε) A_t)·mask_t, ρ_t = exp(l_t − ⊥l^old_t).
 
-    Paper: [000] App. C Eq. 109 (used as the outer objective of ProMP, Eq. 13). ``logp_old`` and
+    Paper: ProMP App. C.3 Eq. 109 (used as the outer objective of ProMP, §6 Eq. 13). ``logp_old`` and
     ``advantages`` are constants. The gradient is 0 on steps in the clipped region
     (ρ > 1 + ε with A > 0, or ρ < 1 − ε with A < 0). At θ = θ_o the value is Σ_t A_t and the
-    gradient is the policy gradient Σ_t g_t A_t (first-order match, Eq. 104); its Hessian there
+    gradient is the policy gradient Σ_t g_t A_t (first-order match, App. C.1 Eq. 104); its Hessian there
     is LVC's (H1 + H2 in expectation, as :func:`likelihood_ratio`). ``clip_eps = inf`` gives
     exactly :func:`likelihood_ratio`.
     """
@@ -235,17 +252,18 @@ def clipped_ratio(logp: ArrayLike, logp_old: ArrayLike, advantages: ArrayLike, m
 
 
 def emaml_pre_term(logp: ArrayLike, mask: ArrayLike, post_return: ArrayLike) -> Array:
-    """E-MAML (formulation II) pre-update credit term (EST-4, GRAD-4):
+    """E-MAML (formulation II) pre-update credit term:
     Σ_n Σ_t l^{(n)}_t·mask_t·⊥R̂' — a **sum** (not a mean) over the N pre-update trajectories.
 
-    Paper: [000] §3, App. A.2 Eq. 25–28 and Eq. 35 (no α; Eq. 3/37 print an extra α, ISS-4);
-    [001] Eq. 11, 48, App. C.1.2. Formulation II's update θ' = U(θ, τ^{1:N}) depends on all N
+    Paper: ProMP §3, App. A.2 Eq. 25–28 and Eq. 35 (no α; Eq. 3 and 37 print an extra α);
+    Clavera thesis Eq. 11, 48, App. C.1.2. Formulation II's update θ' = U(θ, τ^{1:N}) depends on all N
     pre-update trajectories jointly, so ∇J^II = E[∇J_post + Σ_n ∇log π_θ(τ^{(n)})·R(τ')]: each of
     the N log-likelihoods gets the full post-update return. Add this term to the outer surrogate
-    of a task whose inner step used :func:`pgt` (expected inner Hessian H2, EST-7 row E-MAML).
+    of a task whose inner step used :func:`pgt` (expected inner Hessian H2; ProMP App. A.2 Eq. 28).
 
     ``post_return`` R̂' is an estimate of the task's post-update return and is a constant (⊥).
-    What to use is an implementation choice (EST-4): typically the mean discounted return of the
+    What to use is an implementation choice (the training loop's is in docs/algorithms.md,
+    "E-MAML term"): typically the mean discounted return of the
     task's post-update batch, optionally minus a baseline; the tests use the exact post-update
     expected return. It is a scalar, or broadcastable against ``logp.shape[:-1]`` (e.g. one value
     per task, shape ``[tasks, 1]``, for ``[tasks, N, T]`` inputs). The value of this term is
@@ -274,8 +292,9 @@ def dice_baseline_term(logp: ArrayLike, baseline: ArrayLike, mask: ArrayLike, *,
 
     With ``coordinate_logp`` ``[N, T, A]`` (log-densities of the A independent action coordinates)
     and ``baseline`` ``[N, T, A]`` it is the action-dependent form Σ_t Σ_i [1 − □(l^i_t)]·⊥b^i_t,
-    gradient −Σ_t Σ_i g^i_t b^i_t with b^i = b^i(s_t, a_t^{−i}) (Wu et al., 2018; TMAML Eq. 11,
-    spec CV-1). Unbiased as long as b^i does not depend on a^i_t (CV-5).
+    gradient −Σ_t Σ_i g^i_t b^i_t with b^i = b^i(s_t, a_t^{−i}) (Wu et al., 2018; TMAML §4.2
+    Eq. 11). Unbiased as long as b^i does not depend on a^i_t (TMAML Thm. 1;
+    tests/test_control_variates.py has a negative control).
     """
     logp_m = _masked(logp, mask)
     return _mean_of_sums(_masked(_baseline_factor(logp_m, baseline, mask, coordinate_logp), mask))
@@ -283,11 +302,12 @@ def dice_baseline_term(logp: ArrayLike, baseline: ArrayLike, mask: ArrayLike, *,
 
 def tmaml_cv(logp: ArrayLike, baseline: ArrayLike, mask: ArrayLike, *,
              coordinate_logp: ArrayLike | None = None) -> Array:
-    """Corrected TMAML control variate (EST-6, the default):
+    """Corrected TMAML control variate (the default; derived here, see docs/algorithms.md,
+    "TMAML control variates"):
     J^CV = −(1/N)·Σ_n Σ_t [1 − □(Σ_{t'<t} l_{t'})]·[1 − □(l_t)]·⊥b(s_t)·mask_t.
 
     Add it to :func:`dice` (with the same baseline in DiCE's baseline term) in the inner and the
-    outer objective (TMAML Alg. 2, spec CV-4). The product runs over the *earlier* steps t' < t
+    outer objective (TMAML Alg. 2). The product runs over the *earlier* steps t' < t
     only; that is what makes it a control variate (Mao et al.'s second-order baseline):
 
     * value 0 and gradient 0 on every sample, so the inner step and first-order outer gradients
@@ -298,7 +318,8 @@ def tmaml_cv(logp: ArrayLike, baseline: ArrayLike, mask: ArrayLike, *,
 
     ``coordinate_logp``/``baseline`` ``[N, T, A]`` give the action-dependent form (per-coordinate
     [1 − □(l^i_t)]·b^i_t, TMAML Eq. 11), whose expected Hessian is also 0.
-    Paper: [003] §4.2 (corrects Eq. 7; see :func:`tmaml_cv_paper`), [004] App. C–D.
+    Paper: TMAML §4.2 (corrects Eq. 7; see :func:`tmaml_cv_paper`), TMAML App. C–D. The expected
+    Hessian 0 is checked by exact enumeration in tests/test_control_variates.py.
     """
     logp_m = _masked(logp, mask)
     earlier = jnp.cumsum(logp_m, axis=-1) - logp_m  # Σ_{t'<t} l_{t'}
@@ -308,10 +329,11 @@ def tmaml_cv(logp: ArrayLike, baseline: ArrayLike, mask: ArrayLike, *,
 
 def tmaml_cv_paper(logp: ArrayLike, baseline: ArrayLike, mask: ArrayLike, *,
                    coordinate_logp: ArrayLike | None = None) -> Array:
-    """TMAML Eq. 7 exactly as printed (EST-5):
+    """TMAML §4.2 Eq. 7 exactly as printed:
     J^TMAML = (1/N)·Σ_n Σ_t [1 − Π_{t'=0}^{t} w_{t'}]·[1 − w_t]·⊥b(s_t)·mask_t, w = π/⊥π.
 
-    Value 0 and gradient 0 per sample, but it is **not** a control variate (ISS-1): the product
+    Value 0 and gradient 0 per sample, but it is **not** a control variate (contrary to TMAML
+    Thm. 1; docs/algorithms.md, tests/test_control_variates.py): the product
     includes t' = t, so the per-sample Hessian is Σ_t b_t [(G_t + g_t) g_tᵀ + g_t (G_t + g_t)ᵀ] and
     E[∇²J^TMAML] = 2·Σ_t E[b(s_t)·F(s_t)] ≠ 0 (F the Fisher matrix at s_t); and its sign adds +b
     where TMAML's Eq. 10 subtracts it. Shipped to reproduce the paper (``cv_formula=paper``).
@@ -337,9 +359,3 @@ def per_step_scale(mask: ArrayLike) -> Array:
     n = math.prod(mask.shape[:-1])
     total = jnp.maximum(jnp.sum(mask), 1.0)
     return _sg(jnp.asarray(n, total.dtype) / total)
-
-
-Estimator = Callable[..., Array]
-
-#: The three reward-based surrogates by name; each is ``f(logp, rewards, mask, *, gamma, baseline)``.
-ESTIMATORS: dict[str, Estimator] = {"pgt": pgt, "dice": dice, "lvc": lvc}

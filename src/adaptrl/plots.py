@@ -6,6 +6,7 @@
 * :func:`plot_groups` — the same figure with the curves named by the caller (``{label: run dirs}``),
   e.g. the comparison figure of ``adaptrl reproduce``.
 * :func:`plot_point_exploration` — PointCorners trajectories per adaptation step (ProMP Fig. 5).
+* :func:`pyplot` — ``matplotlib.pyplot`` on the Agg backend, for other figure code.
 """
 
 from __future__ import annotations
@@ -20,17 +21,15 @@ from typing import Any
 
 import numpy as np
 
+from adaptrl.envs.device import CORNERS
 from adaptrl.errors import ConfigError, require_positive_int, unknown_name_error
+from adaptrl.runfiles import CONFIG_FILE, PROGRESS_FILE
 
-PROGRESS_FILE = "progress.csv"
-CONFIG_FILE = "config.yaml"
 DPI = 120
 FIGURE_FORMATS = (".png", ".svg", ".pdf")
 
 _RETURN_KEY = re.compile(r"^Step_(\d+)-AverageReturn$")
 _X_LABELS = {"n_timesteps": "environment steps", "Itr": "iteration"}
-# PointCorners goals (adaptrl.envs.device.CORNERS), repeated here to keep plotting free of JAX.
-_POINT_CORNERS = np.array([[-2.0, -2.0], [2.0, -2.0], [-2.0, 2.0], [2.0, 2.0]])
 _POINT_LIMIT = 3.0
 
 
@@ -41,6 +40,14 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def pyplot():
+    """``matplotlib.pyplot`` with the headless Agg backend selected (imported on first use).
+
+    For modules that draw their own figures (e.g. ``adaptrl.analysis``) without touching the
+    display."""
+    return _pyplot()
 
 
 def _figure_path(out: str | Path) -> Path:
@@ -450,7 +457,7 @@ def plot_point_exploration(pre_observations: Sequence[np.ndarray], post_observat
                              sharex=True, sharey=True)
     for ax, task in zip(axes[0], tasks, strict=True):
         goal = goals[task]
-        for corner in _POINT_CORNERS:
+        for corner in CORNERS:
             if not np.allclose(corner, goal):
                 ax.add_patch(Circle(tuple(corner), goal_radius, facecolor="0.6", alpha=0.15,
                                     edgecolor="0.5", linestyle="--", zorder=0))

@@ -7,8 +7,9 @@ batch of per-task parameters is the same pytree with a leading task axis (:func:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 import flax.linen as nn
 import jax
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptrl.errors import ConfigError
+from adaptrl.registry import Registry
 
 Params = Any
 
@@ -23,7 +25,8 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 class GaussianMLPPolicy(nn.Module):
-    """Diagonal Gaussian policy of the original code (reference §4, spec CONV-3).
+    """Diagonal Gaussian policy of the original ProMP code (sizes: ProMP App. D.1, Table 1;
+    architecture and initialisation: docs/algorithms.md).
 
     Mean: MLP ``obs → hidden… → act`` with tanh hidden layers, Glorot-uniform kernels and zero
     biases; log-std: one state-independent learned vector initialised to ``log(init_std)``
@@ -80,22 +83,110 @@ def gaussian_kl(mean_p, log_std_p, mean_q, log_std_q) -> jax.Array:
     return jnp.sum(((mean_p - mean_q) ** 2 + var_p - var_q) / (2 * var_q) + log_std_q - log_std_p, -1)
 
 
+class GaussianDist(NamedTuple):
+    """A diagonal Gaussian's parameters, ``[..., act]`` each."""
+
+    mean: jax.Array
+    log_std: jax.Array
+
+
+class Policy(Protocol):
+    """The actor protocol: what sampling and adaptation need from a policy.
+
+    ``dist`` is a pytree of distribution parameters (for the Gaussian policies a
+    :class:`GaussianDist`); the sampler records it per step, so log-probabilities and KLs under
+    the sampling policy are available downstream without re-running it. A planner or an
+    adaptive-model controller can implement the same methods (``sample_noise`` then returns the
+    randomness it consumes, e.g. keys)."""
+
+    def init(self, key: jax.Array, obs: jax.Array) -> Params: ...
+
+    def distribution(self, params: Params, obs: jax.Array) -> Any: ...
+
+    def sample_noise(self, key: jax.Array, batch_shape: tuple[int, ...]) -> Any: ...
+
+    def sample(self, params: Params, obs: jax.Array, noise: Any) -> tuple[jax.Array, Any, jax.Array]: ...
+
+    def log_prob(self, dist: Any, actions: jax.Array) -> jax.Array: ...
+
+    def entropy(self, dist: Any) -> jax.Array: ...
+
+    def kl(self, dist_p: Any, dist_q: Any) -> jax.Array: ...
+
+
+@dataclass(frozen=True)
+class GaussianPolicy:
+    """A diagonal-Gaussian actor around a Flax module returning ``(mean, log_std)``.
+
+    Sampling is reparameterised, ``a = μ(s) + σ(s)·ε`` with ε ~ N(0, I) drawn by
+    :meth:`sample_noise`, so an on-device rollout is differentiable in the parameters."""
+
+    module: nn.Module
+    act_dim: int
+
+    def init(self, key: jax.Array, obs: jax.Array) -> Params:
+        return self.module.init(key, obs)
+
+    def apply(self, params: Params, obs: jax.Array) -> GaussianDist:
+        """The distribution parameters (same as :meth:`distribution`)."""
+        return GaussianDist(*self.module.apply(params, obs))
+
+    def distribution(self, params: Params, obs: jax.Array) -> GaussianDist:
+        return self.apply(params, obs)
+
+    def sample_noise(self, key: jax.Array, batch_shape: tuple[int, ...]) -> jax.Array:
+        return jax.random.normal(key, (*batch_shape, self.act_dim))
+
+    def sample(self, params: Params, obs: jax.Array, noise: jax.Array):
+        """``(action, dist, log π(action|obs))`` with ``action = μ + σ·noise``."""
+        dist = self.apply(params, obs)
+        action = dist.mean + jnp.exp(dist.log_std) * noise
+        return action, dist, gaussian_log_prob(action, dist.mean, dist.log_std)
+
+    def log_prob(self, dist: GaussianDist, actions: jax.Array) -> jax.Array:
+        return gaussian_log_prob(actions, dist.mean, dist.log_std)
+
+    def coordinate_log_prob(self, dist: GaussianDist, actions: jax.Array) -> jax.Array:
+        """Per-coordinate log-densities ``[..., act]`` (TMAML's action-dependent baselines)."""
+        return gaussian_coordinate_log_prob(actions, dist.mean, dist.log_std)
+
+    def entropy(self, dist: GaussianDist) -> jax.Array:
+        """``Σ (log σ + ½ log 2πe)`` over the action coordinates."""
+        return jnp.sum(dist.log_std + 0.5 * (LOG_2PI + 1.0), -1)
+
+    def kl(self, dist_p: GaussianDist, dist_q: GaussianDist) -> jax.Array:
+        """``KL(p‖q)`` per step (:func:`gaussian_kl`)."""
+        return gaussian_kl(dist_p.mean, dist_p.log_std, dist_q.mean, dist_q.log_std)
+
+
+POLICIES: Registry[Callable[..., GaussianPolicy]] = Registry("policy kind")
+
+
+@POLICIES.register("gaussian_mlp", description="diagonal Gaussian, tanh MLP mean, state-independent log-std")
+def gaussian_mlp(act_dim: int, hidden_sizes: Sequence[int] = (64, 64),
+                 init_std: float = 1.0) -> GaussianPolicy:
+    sizes = tuple(int(h) for h in hidden_sizes)
+    if any(h < 1 for h in sizes):
+        raise ConfigError(f"hidden sizes must be positive integers, got {hidden_sizes!r}.")
+    if not init_std > 0:
+        raise ConfigError(f"init_std must be > 0, got {init_std!r}.")
+    return GaussianPolicy(GaussianMLPPolicy(action_dim=act_dim, hidden_sizes=sizes, init_std=init_std),
+                          act_dim)
+
+
+@POLICIES.register("quadratic_feature", description="the 2-parameter 1-D policy of ProMP Fig. 6")
+def quadratic_feature(act_dim: int, hidden_sizes: Sequence[int] = (),
+                      init_std: float = 1.0) -> GaussianPolicy:
+    return GaussianPolicy(QuadraticFeaturePolicy(action_dim=act_dim), act_dim)
+
+
 def make_policy(act_dim: int, hidden_sizes: Sequence[int] = (64, 64), init_std: float = 1.0,
-                kind: str = "gaussian_mlp") -> nn.Module:
-    """A policy module by kind: ``gaussian_mlp`` (default) or ``quadratic_feature``."""
-    if kind == "gaussian_mlp":
-        sizes = tuple(int(h) for h in hidden_sizes)
-        if any(h < 1 for h in sizes):
-            raise ConfigError(f"hidden sizes must be positive integers, got {hidden_sizes!r}.")
-        if not init_std > 0:
-            raise ConfigError(f"init_std must be > 0, got {init_std!r}.")
-        return GaussianMLPPolicy(action_dim=act_dim, hidden_sizes=sizes, init_std=init_std)
-    if kind == "quadratic_feature":
-        return QuadraticFeaturePolicy(action_dim=act_dim)
-    raise ConfigError(f"unknown policy kind {kind!r}; valid: gaussian_mlp, quadratic_feature.")
+                kind: str = "gaussian_mlp") -> GaussianPolicy:
+    """A policy by kind (:data:`POLICIES`): ``gaussian_mlp`` (default) or ``quadratic_feature``."""
+    return POLICIES.get(kind)(act_dim, hidden_sizes, init_std)
 
 
-def init_params(policy: nn.Module, key: jax.Array, obs_dim: int) -> Params:
+def init_params(policy: Policy, key: jax.Array, obs_dim: int) -> Params:
     """Initial parameters of ``policy`` for observations of size ``obs_dim``."""
     return policy.init(key, jnp.zeros((1, obs_dim), jnp.float32))
 

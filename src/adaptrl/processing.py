@@ -1,9 +1,11 @@
 """Sample processing for one task's batch: returns, baselines, GAE, normalisation.
 
-Reference: ``MetaSampleProcessor`` and ``baselines/linear_baseline.py`` of the ProMP code
-(reference §6.1, spec CONV-4). Every function works on **one task's** padded batch, arrays
-``[R, T]`` (rollouts × time) or ``[R, T, obs]``, with ``mask`` 1.0 on real steps and 0.0 on padding
-after termination (a prefix of ones per rollout, as :class:`adaptrl.sampling.Trajectories` makes).
+Reference: ``MetaSampleProcessor`` and ``baselines/linear_baseline.py`` of the original ProMP code
+(documented in docs/algorithms.md, "Sample processing"; GAE with λ = 1 and a linear baseline are
+also the setting of Clavera's thesis (2020) App. B.3). Every function works on **one task's**
+padded batch, arrays ``[R, T]`` (rollouts × time) or ``[R, T, obs]``, with ``mask`` 1.0 on real
+steps and 0.0 on padding after termination (a prefix of ones per rollout, as
+:class:`adaptrl.sampling.Trajectories` makes).
 Callers ``jax.vmap`` over the task axis; :func:`standardize_rewards_across_tasks` is the one
 function that takes all tasks ``[M, R, T]`` at once.
 
@@ -11,7 +13,7 @@ All functions are pure, ``jit``-compatible (no Python branching on traced values
 padding: whatever sits in padded entries (garbage, NaN, inf) has no effect on any output, and every
 ``[R, T]`` output is exactly 0 on padded steps.
 
-Per-task processing of the reference (§6.1), with λ = 1 in all its scripts::
+Per-task processing of the original ProMP code, with λ = 1 in all its scripts::
 
     returns = discounted_returns(rewards, mask, gamma)
     values = linear_feature_baseline(observations, returns, mask)
@@ -24,6 +26,8 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+
+from adaptrl.registry import Registry
 
 Array = jax.Array
 Baseline = Callable[[Array, Array, Array], Array]
@@ -58,8 +62,15 @@ def discounted_returns(rewards: Array, mask: Array, gamma: float) -> Array:
     """Discounted reward-to-go ``R_t = Σ_{k≥t} γ^{k−t} r_k`` over each rollout's real steps.
 
     Computed by the exact backward recursion ``R_t = mask_t · (r_t + γ R_{t+1})`` (a reverse
-    ``lax.scan``), the reference's ``discount_cumsum`` (§6.1 step 1). Standard discounting: the
+    ``lax.scan``), the original ProMP code's ``discount_cumsum``. Standard discounting: the
     return at step t is discounted from t, not from the start of the episode.
+
+    This is *not* the convention of :func:`adaptrl.estimators.reward_to_go`, which folds the
+    discount into the rewards (r_t := γ^t r_t, ProMP (Rothfuss et al., 2019) §3) and so
+    discounts from the episode start: ``Ψ_t = Σ_{k≥t} γ^k r_k = γ^t R_t``. For a mask that is a
+    prefix of ones, ``reward_to_go(r, mask, gamma=γ) = γ^t · discounted_returns(r, mask, γ)
+    = discounted_returns(γ^t r, mask, 1)``; with ``gamma = 1`` (rewards already discount-folded,
+    such as the DiCE rewards) the two functions agree (tests/test_processing.py checks all three).
 
     Args:
         rewards: ``[R, T]`` rewards; padded entries are ignored.
@@ -79,12 +90,12 @@ def discounted_returns(rewards: Array, mask: Array, gamma: float) -> Array:
 
 
 def _time_features(num_steps: int, dtype: jnp.dtype) -> Array:
-    """``[T, 1]`` column ``t = step_index / 100`` (reference baselines)."""
+    """``[T, 1]`` column ``t = step_index / 100`` (the original ProMP code's baselines)."""
     return (jnp.arange(num_steps, dtype=dtype) / 100.0)[:, None]
 
 
 def linear_feature_baseline_features(observations: Array, mask: Array) -> Array:
-    """Features of the reference ``LinearFeatureBaseline`` (§6.1): ``[o, o², t, t², t³, 1]``.
+    """Features of the original ``LinearFeatureBaseline`` (docs/algorithms.md): ``[o, o², t, t², t³, 1]``.
 
     ``o = clip(obs, −10, 10)`` element-wise (the squares are of the clipped observation) and
     ``t = step_index / 100``. Padded steps' features are zeroed, so they drop out of the fit.
@@ -104,7 +115,7 @@ def linear_feature_baseline_features(observations: Array, mask: Array) -> Array:
 
 
 def linear_time_baseline_features(observations: Array, mask: Array) -> Array:
-    """Features of the reference ``LinearTimeBaseline``: ``[t, t², t³, 1]``, ``t = step_index/100``.
+    """Features of the original ``LinearTimeBaseline``: ``[t, t², t³, 1]``, ``t = step_index/100``.
 
     Only the shape of ``observations`` (``[R, T, ...]``) is used. Padded steps' features are 0.
 
@@ -123,10 +134,10 @@ def damped_solve(gram: Array, rhs: Array, damping: Array | float) -> Array:
     The system is Jacobi-equilibrated before the LU solve (``jnp.linalg.solve``): with
     ``D = diag(G + c·I)^{-1/2}`` it solves ``(D (G + c·I) D) y = D b`` and returns ``w = D y``,
     mathematically the same solution, but the features' very different scales (``o²`` up to 100
-    next to ``t³`` and the bias) no longer cost float32 accuracy. Deviation from the reference,
-    which used ``np.linalg.lstsq`` in float64: a numerically singular damped system can come back
-    with NaN/inf here, which :func:`ridge_fit` treats like the reference treats NaN (retry with
-    ten times the damping).
+    next to ``t³`` and the bias) no longer cost float32 accuracy. Deviation from the original code
+    (docs/algorithms.md, deviation 5), which used ``np.linalg.lstsq`` in float64: a numerically
+    singular damped system can come back with NaN/inf here, which :func:`ridge_fit` treats like
+    the original treats NaN (retry with ten times the damping).
     """
     eye = jnp.eye(gram.shape[-1], dtype=gram.dtype)
     system = gram + damping * eye
@@ -144,14 +155,14 @@ def ridge_fit(
     attempts: int = _RIDGE_ATTEMPTS,
     solve: Callable[[Array, Array, Array], Array] = damped_solve,
 ) -> Array:
-    """Damped least squares ``(XᵀX + c·I) w = Xᵀy`` over the real steps, with the reference retry.
+    """Damped least squares ``(XᵀX + c·I) w = Xᵀy`` over the real steps, with the original retry.
 
     ``c`` starts at ``reg_coeff`` and is multiplied by 10 for each further attempt (``attempts``
-    in all, 5 in the reference ``LinearFeatureBaseline.fit``) while the solution has NaN/inf
-    entries (the reference checks NaN only). The attempts run lazily in a ``lax.while_loop``; the
+    in all, 5 in the original ``LinearFeatureBaseline.fit``) while the solution has NaN/inf
+    entries (the original checks NaN only). The attempts run lazily in a ``lax.while_loop``; the
     first finite solution is returned. If none is, the weights are zeros (a zero baseline):
-    deviation from the reference, which kept its last attempt's NaN coefficients and so poisoned
-    every advantage of the task.
+    deviation from the original code (docs/algorithms.md, deviation 5), which kept its last
+    attempt's NaN coefficients and so poisoned every advantage of the task.
 
     Args:
         features: ``[R, T, F]`` (padded rows are ignored).
@@ -187,34 +198,14 @@ def _predict(weights: Array, features: Array, mask: Array) -> Array:
     return _real(jnp.einsum("rtf,f->rt", features, weights, precision=_HIGHEST), mask)
 
 
-def fit_linear_feature_baseline(
-    observations: Array, returns: Array, mask: Array, *, reg_coeff: float = 1e-5
-) -> Array:
-    """Fit the reference ``LinearFeatureBaseline`` (§6.1) to one task's returns.
-
-    Solves ``(XᵀX + c·I) w = Xᵀy`` with ``X`` = :func:`linear_feature_baseline_features` and
-    ``y`` = the returns over the real steps, by :func:`ridge_fit` (c = ``reg_coeff``, ×10 per
-    retry, at most 5 attempts while the solution is not finite).
-
-    Returns:
-        ``[2·obs + 4]`` weights.
-    """
-    return ridge_fit(linear_feature_baseline_features(observations, mask), returns, mask, reg_coeff=reg_coeff)
-
-
-def predict_linear_feature_baseline(weights: Array, observations: Array, mask: Array) -> Array:
-    """Baseline values ``b = X w`` (``X`` = :func:`linear_feature_baseline_features`), ``[R, T]``,
-    0 on padding."""
-    return _predict(weights, linear_feature_baseline_features(observations, mask), mask)
-
-
 def linear_feature_baseline(
     observations: Array, returns: Array, mask: Array, *, reg_coeff: float = 1e-5
 ) -> Array:
     """Fit the ``LinearFeatureBaseline`` on this batch and predict on the same batch, ``[R, T]``.
 
-    The reference refits the baseline per task at every sampling step on that step's data (§6.1,
-    §12), then predicts on the same paths.
+    ``X`` = :func:`linear_feature_baseline_features`, weights by :func:`ridge_fit`. The original
+    ProMP code refits the baseline per task at every sampling step on that step's data, then
+    predicts on the same paths (docs/algorithms.md, "Sample processing").
     """
     feats = linear_feature_baseline_features(observations, mask)
     return _predict(ridge_fit(feats, returns, mask, reg_coeff=reg_coeff), feats, mask)
@@ -223,38 +214,39 @@ def linear_feature_baseline(
 def linear_time_baseline(
     observations: Array, targets: Array, mask: Array, *, reg_coeff: float = 1e-5
 ) -> Array:
-    """Reference ``LinearTimeBaseline``: fit ``[t, t², t³, 1]`` to ``targets`` and predict, ``[R, T]``.
+    """The original ``LinearTimeBaseline``: fit ``[t, t², t³, 1]`` to ``targets`` and predict, ``[R, T]``.
 
-    Used by the DiCE sample processing (§6.2), whose targets are ``γ^t r_t``. Same damped fit and
-    retry as :func:`linear_feature_baseline`; ``observations`` only supply the batch shape.
+    Used by the DiCE sample processing (docs/algorithms.md), whose targets are ``γ^t r_t``. Same
+    damped fit and retry as :func:`linear_feature_baseline`; ``observations`` only supply the
+    batch shape.
     """
     feats = linear_time_baseline_features(observations, mask)
     return _predict(ridge_fit(feats, targets, mask, reg_coeff=reg_coeff), feats, mask)
 
 
 def zero_baseline(observations: Array, returns: Array, mask: Array) -> Array:
-    """Reference ``ZeroBaseline``: ``b = 0``, ``[R, T]``."""
+    """The original ``ZeroBaseline``: ``b = 0``, ``[R, T]``."""
     del observations
     return jnp.zeros(mask.shape, jnp.result_type(returns.dtype, float))
 
 
-BASELINES: dict[str, Baseline] = {
-    "linear": linear_feature_baseline,
-    "linear_time": linear_time_baseline,
-    "zero": zero_baseline,
-}
+BASELINES: Registry[Baseline] = Registry("baseline")
 """Baselines by config name; each is ``baseline(observations, targets, mask) -> [R, T]``."""
+BASELINES.register("linear", linear_feature_baseline, "ridge fit on the original's state-time features")
+BASELINES.register("linear_time", linear_time_baseline, "ridge fit on time features only")
+BASELINES.register("zero", zero_baseline, "b = 0")
 
 
 def gae(rewards: Array, values: Array, mask: Array, *, gamma: float, lam: float) -> Array:
-    """Generalised advantage estimation over each rollout's real steps (reference §6.1 step 3).
+    """Generalised advantage estimation over each rollout's real steps, as the original ProMP code.
 
     ``δ_t = r_t + γ·v_{t+1}·mask_{t+1} − v_t`` and ``A_t = Σ_k (γλ)^k δ_{t+k}`` (over real steps),
     by the backward recursion ``A_t = mask_t · (δ_t + γλ A_{t+1})``.
 
     The value after a rollout's last real step is taken as 0, whether the episode terminated or
-    was truncated at the horizon: the reference appends ``b_T = 0`` to every path (§6.1, §11.3
-    item 13). With ``λ = 1`` the sum telescopes to ``A_t = R_t − v_t`` (spec CONV-4).
+    was truncated at the horizon: the original code appends ``b_T = 0`` to every path
+    (docs/algorithms.md, "Sample processing"). With ``λ = 1`` the sum telescopes to
+    ``A_t = R_t − v_t`` (tests/test_processing.py).
 
     Args:
         rewards: ``[R, T]`` rewards.
@@ -289,24 +281,19 @@ def _masked_mean_std(x: Array, mask: Array) -> tuple[Array, Array]:
 def normalize_advantages(advantages: Array, mask: Array, eps: float = 1e-8) -> Array:
     """``A ← (A − mean)/(std + eps)`` over the real steps of one task's batch, 0 on padding.
 
-    Population std (``ddof = 0``, numpy's default), as the reference's ``normalize_adv``, which
-    normalises **per task** (§6.1 step 5).
+    Population std (``ddof = 0``, numpy's default), as the original code's ``normalize_adv``, which
+    normalises **per task** (docs/algorithms.md, "Sample processing").
     """
     mean, std = _masked_mean_std(advantages, mask)
     return _real((advantages - mean) / (std + eps), mask)
 
 
-def shift_advantages_to_positive(advantages: Array, mask: Array) -> Array:
-    """Reference ``positive_adv``: ``A ← A − min(A) + 1e−8`` over the real steps, 0 on padding."""
-    minimum = jnp.min(jnp.where(mask > 0, advantages, jnp.inf))
-    return _real(advantages - minimum + 1e-8, mask)
-
-
 def standardize_rewards_across_tasks(rewards: Array, mask: Array) -> Array:
     """E-MAML ``adj_avg_rewards``: ``(r − μ)/(σ + 1e−8)`` over **all tasks** of a sampling step.
 
-    μ and σ (population std) are taken over every real step of every task (reference §6.1 step 6).
-    The DiCE processor computed them over the padded arrays (§6.2); pass ``mask = 1`` to get that.
+    μ and σ (population std) are taken over every real step of every task, as in the original
+    ProMP code (docs/algorithms.md, "Sample processing"). The original DiCE processor computed
+    them over the padded arrays; pass ``mask = 1`` to get that.
 
     Args:
         rewards: ``[M, R, T]`` rewards of all tasks.

@@ -3,50 +3,66 @@
 Per control step there is one jitted policy call for all tasks (``vmap`` over the task axis of
 the parameters) and one batched physics call. Trajectories are padded to the horizon with a mask
 (1 on real steps), so everything downstream compiles once. On device simulators the whole
-rollout — policy and physics — is one ``lax.scan`` inside one ``jit``.
+rollout — policy and physics — is one ``lax.scan`` inside one ``jit``
+(:func:`device_rollout`, a pure function of the simulator's and the policy's parameters whose
+result stays on the device and can be differentiated: actions are reparameterised).
 
-Deviation from the original sampler (reference §5): it ran envs until the *finished* paths held
-``tasks × rollouts × horizon`` steps, restarting terminated envs, so the number and length of
-paths per task varied. Here every task gets exactly ``rollouts_per_task`` trajectories; a
-terminated trajectory is masked from its last step on, and ``Trajectories.num_env_steps`` counts
-only the steps really simulated.
+The policy is any :class:`adaptrl.policies.Policy` (the actor protocol): the sampler draws its
+noise with ``policy.sample_noise``, acts with ``policy.sample`` and records the distribution
+parameters it sampled from (``Trajectories.dist``).
+
+Deviation from the original ProMP code's sampler (docs/environments.md, MuJoCo deviation 8): it ran
+envs until the *finished* paths held ``tasks × rollouts × horizon`` steps, restarting terminated
+envs, so the number and length of paths per task varied. Here every task gets exactly
+``rollouts_per_task`` trajectories; a terminated trajectory is masked from its last step on, and
+``Trajectories.num_env_steps`` counts only the steps really simulated.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adaptrl.envs import DeviceVectorEnv, VectorEnv
 from adaptrl.envs.base import Tasks, check_tasks, num_tasks
+from adaptrl.envs.simulator import DeviceSimulator, VectorSimulator, device_simulator
 from adaptrl.errors import ConfigError, require_positive_int
-from adaptrl.policies import Params, check_per_task_params, gaussian_log_prob, init_params
+from adaptrl.policies import Params, Policy, check_per_task_params, init_params
 
 
 class Trajectories(NamedTuple):
     """A meta-batch of trajectories, ``[tasks M, rollouts R, time T, ...]``.
 
     ``actions`` are the sampled policy actions (before rescaling/clipping to the simulator), so
-    ``log_probs`` is their exact log-density under the sampling distribution ``(means, log_stds)``.
+    ``log_probs`` is their exact log-density under the sampling distribution ``dist`` (a pytree
+    of the policy's distribution parameters, e.g. :class:`~adaptrl.policies.GaussianDist`).
     Padded steps (after termination) have ``mask = 0`` and ``rewards = 0``; ``dones`` is 1 on the
-    step at which an episode terminated (not on truncation at the horizon).
+    step at which an episode terminated (not on truncation at the horizon). Leaves are numpy
+    arrays from a host simulator and JAX arrays from a device simulator.
     """
 
-    observations: np.ndarray  # [M, R, T, obs]
-    actions: np.ndarray  # [M, R, T, act]
-    rewards: np.ndarray  # [M, R, T]
-    mask: np.ndarray  # [M, R, T]
-    dones: np.ndarray  # [M, R, T]
-    means: np.ndarray  # [M, R, T, act]
-    log_stds: np.ndarray  # [M, R, T, act]
-    log_probs: np.ndarray  # [M, R, T]
-    final_observations: np.ndarray  # [M, R, obs]
+    observations: Any  # [M, R, T, obs]
+    actions: Any  # [M, R, T, act]
+    rewards: Any  # [M, R, T]
+    mask: Any  # [M, R, T]
+    dones: Any  # [M, R, T]
+    dist: Any  # pytree, leaves [M, R, T, ...]
+    log_probs: Any  # [M, R, T]
+    final_observations: Any  # [M, R, obs]
+
+    @property
+    def means(self):
+        """The Gaussian sampling distribution's means ``[M, R, T, act]``."""
+        return self.dist.mean
+
+    @property
+    def log_stds(self):
+        """The Gaussian sampling distribution's log-stds ``[M, R, T, act]``."""
+        return self.dist.log_std
 
     @property
     def num_env_steps(self) -> int:
@@ -58,14 +74,67 @@ class Trajectories(NamedTuple):
         return np.asarray(self.rewards).sum(-1)
 
 
+def device_rollout(sim: DeviceSimulator, policy: Policy, sim_params: Any, policy_params: Params,
+                   tasks: dict, key: jax.Array, *, rollouts: int, horizon: int) -> Trajectories:
+    """``rollouts`` trajectories of ``horizon`` steps for every task, as one ``lax.scan``.
+
+    Pure in all its array arguments (jit it with ``sim``, ``policy``, ``rollouts`` and
+    ``horizon`` static): ``policy_params`` has a leading task axis, ``tasks`` entries ``[M, ...]``.
+    ``key`` determines the start states (``split(key)[0]``), the action noise (``split(key)[1]``)
+    and the simulator's own randomness (``fold_in(key, 2)``). Terminated environments keep their
+    last state and are masked. Returns JAX arrays; with a differentiable simulator the rewards
+    are differentiable in ``policy_params`` and ``sim_params`` (reparameterised actions)."""
+    m, r = next(iter(tasks.values())).shape[0], rollouts
+    reset_key, noise_key = jax.random.split(key)
+    env_tasks = jax.tree_util.tree_map(lambda x: jnp.repeat(x, r, axis=0), tasks)
+    state0 = jax.vmap(sim.reset)(jax.random.split(reset_key, m * r), env_tasks)
+    noise = policy.sample_noise(noise_key, (horizon, m, r))
+    step_keys = jax.random.split(jax.random.fold_in(key, 2), horizon)
+    step_envs = jax.vmap(sim.step, in_axes=(None, 0, 0, 0))
+
+    def step(carry, inputs):
+        state, active = carry
+        noise_t, key_t = inputs
+        obs = jax.vmap(sim.observe)(state)
+        action, dist, logp = jax.vmap(policy.sample)(policy_params, obs.reshape(m, r, -1), noise_t)
+        flat_action = action.reshape(m * r, -1)
+        next_state, reward, done = step_envs(sim_params, state, flat_action, jax.random.split(key_t, m * r))
+        record = (obs.reshape(m, r, -1), action, dist, logp, jnp.where(active, reward, 0.0).reshape(m, r),
+                  active.reshape(m, r), (done & active).reshape(m, r))
+        next_state = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(active.reshape(-1, *([1] * (new.ndim - 1))), new, old),
+            next_state, state)
+        return (next_state, active & ~done), record
+
+    (final_state, _), (obs, action, dist, logp, rew, active, done) = jax.lax.scan(
+        step, (state0, jnp.ones(m * r, dtype=bool)), (noise, step_keys))
+
+    def batch_major(x):
+        return jnp.moveaxis(x, 0, 2)
+
+    def floating(x):  # bool → float32; float32 stays, float64 (x64 mode) stays float64
+        return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+    return Trajectories(
+        observations=floating(batch_major(obs)),
+        actions=batch_major(action),
+        rewards=floating(batch_major(rew)),
+        mask=floating(batch_major(active)),
+        dones=floating(batch_major(done)),
+        dist=jax.tree_util.tree_map(batch_major, dist),
+        log_probs=batch_major(logp),
+        final_observations=floating(jax.vmap(sim.observe)(final_state).reshape(m, r, -1)),
+    )
+
+
 class Sampler:
-    """Collects ``rollouts_per_task`` trajectories per task for a policy and a vector env.
+    """Collects ``rollouts_per_task`` trajectories per task for a policy and a simulator.
 
     Build once and call :meth:`collect` every iteration: the jitted pieces are compiled on the
     first call for a given number of tasks and reused afterwards.
     """
 
-    def __init__(self, env: VectorEnv, policy: nn.Module, rollouts_per_task: int,
+    def __init__(self, env: VectorSimulator, policy: Policy, rollouts_per_task: int,
                  horizon: int | None = None):
         self.env = env
         self.policy = policy
@@ -74,19 +143,41 @@ class Sampler:
             "horizon", env.spec.horizon if horizon is None else horizon
         )
         self._reference_params = init_params(policy, jax.random.PRNGKey(0), env.spec.obs_dim)
-        self._policy_step = jax.jit(jax.vmap(self._act, in_axes=(0, 0, 0)))
-        self._device_rollout = (
-            jax.jit(self._scan_rollout) if isinstance(env, DeviceVectorEnv) else None
-        )
+        self.simulator = device_simulator(env)
+        self._policy_step = jax.jit(jax.vmap(self._act))
+        self._device_rollout = None
+        if self.simulator is not None:
+            sim, r, t = self.simulator, self.rollouts_per_task, self.horizon
+            self._device_rollout = jax.jit(
+                lambda sim_params, params, tasks, key: device_rollout(
+                    sim, policy, sim_params, params, tasks, key, rollouts=r, horizon=t))
+        self._layout: list[tuple[tuple[int, ...], int]] | None = None
+        self._treedef = None
         self.stats = {"PolicyExecTime": 0.0, "EnvExecTime": 0.0, "NumDiverged": 0}
         """Timings (seconds) and diverged-episode count of the last :meth:`collect`."""
 
-    def _act(self, params: Params, obs: jax.Array, noise: jax.Array):
-        """One task: actions, mean, log-std and log-prob for observations ``[R, obs]``."""
-        mean, log_std = self.policy.apply(params, obs)
-        action = mean + jnp.exp(log_std) * noise
-        logp = gaussian_log_prob(action, mean, log_std)
-        return jnp.concatenate([action, mean, log_std, logp[..., None]], axis=-1)
+    def _act(self, params: Params, obs: jax.Array, noise: Any) -> jax.Array:
+        """One task: ``(action, dist, log-prob)`` packed into one ``[R, width]`` array, so the
+        host loop makes one device-to-host copy per step."""
+        action, dist, logp = self.policy.sample(params, obs, noise)
+        leaves = jax.tree_util.tree_leaves((action, dist, logp[..., None]))
+        return jnp.concatenate([x.reshape(*obs.shape[:-1], -1) for x in leaves], axis=-1)
+
+    def _unpack(self, packed: np.ndarray, params: Params, obs: np.ndarray, noise: Any):
+        """Split the packed host-loop output ``[..., width]`` back into ``(action, dist, logp)``."""
+        if self._treedef is None:
+            one = jax.eval_shape(self.policy.sample, jax.tree_util.tree_map(lambda x: x[0], params),
+                                 obs[0], jax.tree_util.tree_map(lambda x: x[0], noise))
+            leaves, self._treedef = jax.tree_util.tree_flatten(
+                (one[0], one[1], jax.ShapeDtypeStruct((*one[2].shape, 1), one[2].dtype)))
+            self._layout = [(leaf.shape[1:], int(np.prod(leaf.shape[1:]))) for leaf in leaves]
+        lead = packed.shape[:-1]
+        parts, at = [], 0
+        for shape, width in self._layout:
+            parts.append(packed[..., at:at + width].reshape(*lead, *shape))
+            at += width
+        action, dist, logp = jax.tree_util.tree_unflatten(self._treedef, parts)
+        return action, dist, logp[..., 0]
 
     def _check_memory(self, m: int) -> None:
         spec = self.env.spec
@@ -109,21 +200,23 @@ class Sampler:
         check_per_task_params(params, self._reference_params, num_tasks(tasks))
         return tasks
 
-    def collect(self, params: Params, tasks: Tasks, key: jax.Array) -> Trajectories:
+    def collect(self, params: Params, tasks: Tasks, key: jax.Array, sim_params: Any = None) -> Trajectories:
         """Sample ``rollouts_per_task`` trajectories of every task with that task's parameters.
 
         Args:
             params: policy parameters with a leading task axis (one copy per task).
             tasks: a batch of tasks (``env.sample_tasks(M)``).
             key: JAX PRNG key; it determines the reset noise and the action noise.
+            sim_params: a device simulator's parameters (default: its ``default_params()``).
         """
         tasks = self.check(params, tasks)
         self._check_memory(num_tasks(tasks))
         if self._device_rollout is not None:
             env_tasks = {k: jnp.asarray(v) for k, v in tasks.items()}
+            if sim_params is None:
+                sim_params = self.simulator.default_params()
             start = time.perf_counter()
-            out = self._device_rollout(params, env_tasks, key)
-            traj = Trajectories(*(np.asarray(x) for x in jax.block_until_ready(out)))
+            traj = jax.block_until_ready(self._device_rollout(sim_params, params, env_tasks, key))
             self.stats = {"PolicyExecTime": 0.0, "EnvExecTime": time.perf_counter() - start,
                           "NumDiverged": 0}
             return traj
@@ -136,10 +229,10 @@ class Sampler:
         act_dim, obs_dim = env.spec.act_dim, env.spec.obs_dim
         reset_key, noise_key = jax.random.split(key)
         seed = int(jax.random.randint(reset_key, (), 0, np.iinfo(np.int32).max))
-        noise = np.asarray(jax.random.normal(noise_key, (t_max, m, r, act_dim)))
+        noise = jax.tree_util.tree_map(np.asarray, self.policy.sample_noise(noise_key, (t_max, m, r)))
 
         observations = np.zeros((m, r, t_max, obs_dim), np.float32)
-        policy_out = np.zeros((m, r, t_max, 3 * act_dim + 1), np.float32)
+        policy_out = None
         rewards = np.zeros((m, r, t_max), np.float32)
         mask = np.zeros((m, r, t_max), np.float32)
         dones = np.zeros((m, r, t_max), np.float32)
@@ -153,7 +246,10 @@ class Sampler:
         for t in range(t_max):
             start = time.perf_counter()
             observations[:, :, t] = obs
-            out = np.asarray(self._policy_step(params, observations[:, :, t], noise[t]))
+            noise_t = jax.tree_util.tree_map(lambda x, t=t: x[t], noise)
+            out = np.asarray(self._policy_step(params, observations[:, :, t], noise_t))
+            if policy_out is None:
+                policy_out = np.zeros((m, r, t_max, out.shape[-1]), np.float32)
             policy_out[:, :, t] = out
             policy_time += time.perf_counter() - start
             start = time.perf_counter()
@@ -167,57 +263,15 @@ class Sampler:
                 break
         self.stats = {"PolicyExecTime": policy_time, "EnvExecTime": env_time,
                       "NumDiverged": env.diverged_total - diverged_before}
+        actions, dist, log_probs = self._unpack(policy_out, params, observations[:, :, 0],
+                                                jax.tree_util.tree_map(lambda x: x[0], noise))
         return Trajectories(
             observations=observations,
-            actions=policy_out[..., :act_dim],
+            actions=actions,
             rewards=rewards,
             mask=mask,
             dones=dones,
-            means=policy_out[..., act_dim : 2 * act_dim],
-            log_stds=policy_out[..., 2 * act_dim : 3 * act_dim],
-            log_probs=policy_out[..., -1],
+            dist=dist,
+            log_probs=log_probs,
             final_observations=np.asarray(obs, np.float32),
         )
-
-    # ------------------------------------------------------------------------- device backend
-    def _scan_rollout(self, params: Params, tasks: dict, key: jax.Array):
-        env, t_max, r = self.env, self.horizon, self.rollouts_per_task
-        m = next(iter(tasks.values())).shape[0]
-        act_dim = env.spec.act_dim
-        reset_key, noise_key = jax.random.split(key)
-        env_tasks = jax.tree_util.tree_map(lambda x: jnp.repeat(x, r, axis=0), tasks)
-        reset_keys = jax.random.split(reset_key, m * r)
-        obs0 = jax.vmap(env.init)(reset_keys, env_tasks)
-        step_envs = jax.vmap(env.step_env)
-
-        def step(carry, noise_t):
-            obs, active = carry
-            out = jax.vmap(self._act)(params, obs.reshape(m, r, -1), noise_t)
-            action = out[..., :act_dim].reshape(m * r, act_dim)
-            next_obs, reward, done = step_envs(obs, action, env_tasks)
-            record = (obs.reshape(m, r, -1), out, jnp.where(active, reward, 0.0).reshape(m, r),
-                      active.reshape(m, r), (done & active).reshape(m, r))
-            next_obs = jnp.where(active[:, None], next_obs, obs)
-            return (next_obs, active & ~done), record
-
-        noise = jax.random.normal(noise_key, (t_max, m, r, act_dim))
-        (final_obs, _), (obs, out, rew, active, done) = jax.lax.scan(
-            step, (obs0, jnp.ones(m * r, dtype=bool)), noise
-        )
-
-        def batch_major(x):
-            return jnp.moveaxis(x, 0, 2)
-
-        out = batch_major(out)
-        return (
-            batch_major(obs).astype(jnp.float32),
-            out[..., :act_dim],
-            batch_major(rew).astype(jnp.float32),
-            batch_major(active).astype(jnp.float32),
-            batch_major(done).astype(jnp.float32),
-            out[..., act_dim : 2 * act_dim],
-            out[..., 2 * act_dim : 3 * act_dim],
-            out[..., -1],
-            final_obs.reshape(m, r, -1).astype(jnp.float32),
-        )
-

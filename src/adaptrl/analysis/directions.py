@@ -1,7 +1,8 @@
-"""ProMP Fig. 6 (spec EXP-5): meta-gradient update directions of formulation I vs II in 1-D.
+"""ProMP Fig. 6 (§7.4): meta-gradient update directions of formulation I vs II in 1-D.
 
 The environment is ``Point1D`` (goal ±1, horizon 5, reward exp(−0.1(s' − g)²)) and the policy the
-two-parameter a ~ N(θ₀·s² + θ₁, 1) of the original ``point_1d_hand_grads.py`` (reference §3.5),
+two-parameter a ~ N(θ₀·s² + θ₁, 1) of the original ProMP code's ``point_1d_hand_grads.py``
+(docs/environments.md, "Point and 1-D families"; docs/reproductions.md, "ProMP Fig. 6"),
 started at θ = (0.09, 0.05). Settings follow that script's sweep: 40 tasks × 100 trajectories,
 inner step 0.1 on the plain Monte-Carlo gradient (no baseline, no normalisation, γ = 1).
 
@@ -28,7 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adaptrl.algorithms.meta_rl import MetaRL, sample_meta_gradients, task_seed
 from adaptrl.errors import ConfigError
+from adaptrl.experiment.config import build_config
+from adaptrl.experiment.seeding import init_key, iteration_key
+from adaptrl.plots import pyplot
 
 FORMULATIONS: dict[str, dict[str, Any]] = {
     "I": dict(algo="dice-vpg", label="Formulation I (DiCE-VPG)", color="tab:red"),
@@ -42,8 +47,6 @@ STUDY_SETTINGS: dict[str, Any] = dict(
 
 def formulation_config(name: str, *, seed: int = 0, iterations: int = 100, overrides: dict | None = None):
     """The configuration of formulation ``name`` (``I`` or ``II``) on Point1D."""
-    from adaptrl.experiment.config import build_config
-
     if name not in FORMULATIONS:
         raise ConfigError(f"unknown formulation {name!r}; valid: {', '.join(FORMULATIONS)}.")
     values = {**STUDY_SETTINGS, **(overrides or {}), "seed": seed, "iterations": iterations}
@@ -62,14 +65,12 @@ def with_theta(state, theta: Sequence[float]):
 def meta_train_path(config, on_iteration: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """θ after every iteration (``[I + 1, 2]``, starting point first) and the post-update return of
     every iteration (``[I]``)."""
-    from adaptrl.experiment.trainer import Experiment, _iteration, init_key
-
-    exp = Experiment.build(config)
+    exp = MetaRL.build(config)
     try:
-        state = exp.learner.init(init_key(config.seed))
+        state = exp.init(init_key(config.seed))
         path, returns = [theta_of(state)], []
         for itr in range(config.iterations):
-            row, state, _ = _iteration(exp, state, itr)
+            state, row, _ = exp.iteration(state, itr, iteration_key(config.seed, itr))
             path.append(theta_of(state))
             returns.append(row[f"Step_{config.inner_steps}-AverageReturn"])
             if on_iteration is not None:
@@ -81,12 +82,9 @@ def meta_train_path(config, on_iteration: Callable[[], None] | None = None) -> t
 
 def direction_field(config, thetas: np.ndarray, batches: int = 2, seed: int = 0) -> np.ndarray:
     """Mean meta-gradient (``[G, 2]``) of ``config``'s estimator at every θ of ``thetas``."""
-    from adaptrl.analysis.gradients import sample_meta_gradients
-    from adaptrl.experiment.trainer import Experiment, init_key, task_seed
-
-    exp = Experiment.build(config)
+    exp = MetaRL.build(config)
     try:
-        state = exp.learner.init(init_key(config.seed))
+        state = exp.init(init_key(config.seed))
         key = jax.random.PRNGKey(seed)
         tasks = exp.env.sample_tasks(config.tasks_per_iter, seed=task_seed(key))
         return np.stack([sample_meta_gradients(exp, with_theta(state, th), tasks,
@@ -166,9 +164,7 @@ def directions_study(out: str | Path = "directions", *, iterations: int = 100, s
 def plot_directions(paths: dict[str, list[np.ndarray]], fields: dict[str, np.ndarray], thetas: np.ndarray,
                     grid: int, out: str | Path) -> Path:
     """One panel per formulation: unit arrows of its mean meta-gradient, and all seeds' paths."""
-    from adaptrl.plots import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(paths), figsize=(5.2 * len(paths), 4.4), dpi=120, squeeze=False)
     for ax, name in zip(axes[0], paths, strict=True):
         spec = FORMULATIONS[name]

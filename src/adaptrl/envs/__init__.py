@@ -33,6 +33,7 @@ __all__ = [
     "Tasks",
     "VectorEnv",
     "canonical_name",
+    "family_horizon",
     "family_names",
     "make",
     "obs_reward_fn",
@@ -53,6 +54,13 @@ def canonical_name(name: str) -> str:
     if name not in MUJOCO_FAMILIES and name not in DEVICE_FAMILIES:
         raise unknown_name_error("environment", name, [*family_names(), *ALIASES])
     return name
+
+
+def family_horizon(name: str) -> int:
+    """The paper horizon of family ``name`` (without building a simulator)."""
+    name = canonical_name(name)
+    family = MUJOCO_FAMILIES[name] if name in MUJOCO_FAMILIES else DEVICE_FAMILIES[name]
+    return int(family.horizon)
 
 
 def make(name: str, **options: Any) -> VectorEnv:

@@ -1,14 +1,15 @@
 """Pieces shared by every task family: the static description of a family, tasks as pytrees,
 and the action normalisation of the original code.
 
-A *task family* is a distribution over MDPs that share observation and action spaces (spec
-CONV-1). A *task* is one draw, stored as a dict of numpy arrays; a batch of tasks is the same
-dict with a leading task axis (``stack_tasks`` / ``unstack_tasks`` convert).
+A *task family* is a distribution over MDPs that share observation and action spaces (ProMP
+(Rothfuss et al., 2019) §3; TMAML (Liu et al., 2019) §4.1). A *task* is one draw, stored as a
+dict of numpy arrays; a batch of tasks is the same dict with a leading task axis
+(``stack_tasks`` / ``unstack_tasks`` convert).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,8 @@ Tasks = dict[str, np.ndarray]
 """A batch of tasks: parameter name → array with a leading task axis."""
 
 POLICY_ACTION_BOUND = 10.0
-"""The original code's ``normalize(env)`` makes the policy act in ``[-10, 10]^d`` (reference §3.1)."""
+"""The original code's ``normalize(env)`` makes the policy act in ``[-10, 10]^d``
+(docs/environments.md, "Action normalisation")."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,8 @@ class EnvSpec:
         name: the family's name (``adaptrl/<name>-v0`` in Gymnasium).
         obs_dim, act_dim: observation and action dimensions.
         action_low, action_high: the simulator's own action bounds.
-        horizon: default trajectory length, the one of the paper runs (reference §3.7).
+        horizon: default trajectory length, the one of the paper runs (the original code's
+            ``max_path_length``; docs/environments.md).
         dt: seconds of simulated time per environment step.
         backend: ``"host"`` (native MuJoCo, batched in C threads) or ``"device"`` (pure JAX).
         task_description: the task distribution in words.
@@ -74,7 +77,7 @@ class EnvSpec:
 def env_action(action, low, high, normalize: bool, xp=np):
     """Map a policy action to the action the simulator receives.
 
-    With ``normalize`` (the reference's ``NormalizedEnv``, scale 10):
+    With ``normalize`` (the original code's ``NormalizedEnv``, scale 10; docs/environments.md):
     ``low + (a + 10)·(high − low)/20``, clipped to ``[low, high]``; for symmetric bounds ``±u``
     this is ``a·u/10``. Without it the action is only clipped to the bounds.
     Works on numpy and JAX arrays (``xp`` is the array module).
@@ -160,12 +163,9 @@ def flat_step_actions(family: str, shape: tuple[int, int] | None, act_dim: int, 
     return actions.reshape(-1, act_dim)
 
 
-TaskSampler = Callable[[np.random.Generator, int], Tasks]
-
-
 def unit_directions(rng: np.random.Generator, n: int) -> np.ndarray:
     """``n`` unit vectors in the plane: a standard normal draw normalised to length one
-    (reference AntRandDirec2D / HumanoidRandDirec2D; the angle is uniform on [0, 2π))."""
+    (as the original AntRandDirec2D / HumanoidRandDirec2D; the angle is uniform on [0, 2π))."""
     d = rng.standard_normal((n, 2))
     return d / np.linalg.norm(d, axis=-1, keepdims=True)
 

@@ -1,13 +1,15 @@
 """Device simulator: the point-mass and 1-D task families in pure JAX.
 
 Their state *is* the observation, so reward and termination are exact functions of
-(obs, action, next_obs). One environment is three pure functions — ``init(key, task)``,
-``step(obs, env_action, task)``, ``reward(...)`` — that the sampler vmaps over tasks and rollouts
-and runs for the whole horizon inside one ``lax.scan`` (:func:`adaptrl.sampling.collect`).
-:class:`DeviceVectorEnv` also offers the host protocol (numpy ``reset``/``step``) so that every
-family can be driven the same way (Gymnasium wrapper, tests).
+(obs, action, next_obs). A family is a pure simulator (:class:`FamilySimulator`, the protocol of
+:mod:`adaptrl.envs.simulator`): ``reset(key, task)`` and ``step(sim_params, state, action, key)``,
+which the sampler vmaps over tasks and rollouts and runs for the whole horizon inside one
+``lax.scan`` (:func:`adaptrl.sampling.device_rollout`). :class:`DeviceVectorEnv` also offers the
+host protocol (numpy ``reset``/``step``) so that every family can be driven the same way
+(Gymnasium wrapper, tests).
 
-Families (reference §3.4–3.5, spec ENV-1…3):
+Families (ProMP §7.3–7.4, App. D.2; TMAML §5.3; values of the original ProMP code as documented in
+docs/environments.md, "Point and 1-D families"):
 
 * ``PointCorners`` (ProMP Fig. 5, ``MetaPointEnvCorner``): s ∈ R², s' = s + clip(a, ±0.2),
   goal one of the corners (±2, ±2); sparse reward (default, radius 0.5): 0 while ‖s'‖₁ < 0.5,
@@ -22,15 +24,14 @@ Families (reference §3.4–3.5, spec ENV-1…3):
   two-parameter policy a ~ N(θ₀·s² + θ₁, 1) (:class:`adaptrl.policies.QuadraticFeaturePolicy`),
   actions not normalised.
 * ``Point1DRandGoal`` (TMAML §5.3): as ``Point1D`` with goal ~ U(−1, 1). TMAML does not state
-  reward or horizon; we use Point1D's (documented choice, spec ISS-20).
+  reward or horizon; we use Point1D's (documented choice, docs/environments.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -175,8 +176,64 @@ _add(DeviceFamily(
 ))
 
 
+class SimState(NamedTuple):
+    """The state of one device-simulated environment: its observation and its task entries.
+
+    For the point and 1-D families the state is the observation; a learned dynamics model keeps
+    the same layout with its own task entries (e.g. the ensemble member)."""
+
+    obs: jax.Array
+    task: dict
+
+
+@dataclass(frozen=True)
+class FamilySimulator:
+    """A device family as a pure simulator (:class:`adaptrl.envs.simulator.DeviceSimulator`).
+
+    ``reset(key, task)`` draws a start state (or starts from ``start_obs``); ``step(sim_params,
+    state, action, key)`` maps a *policy* action (rescaled and clipped as
+    :func:`~adaptrl.envs.base.env_action`) to ``(next_state, reward, done)``. These analytic
+    families have no parameters (``sim_params = {}``) and are deterministic (the key is unused);
+    everything is a JAX function of its arguments, so the sampler runs a whole rollout inside one
+    ``lax.scan`` and the rollout can be differentiated."""
+
+    family: DeviceFamily
+    spec: EnvSpec
+    options: dict
+
+    def default_params(self) -> dict:
+        return {}
+
+    def reset(self, key: jax.Array, task: dict, start_obs: jax.Array | None = None) -> SimState:
+        obs = self.family.init(key, task) if start_obs is None else jnp.asarray(start_obs)
+        return SimState(obs, task)
+
+    def observe(self, state: SimState) -> jax.Array:
+        return state.obs
+
+    def step(self, sim_params: Any, state: SimState, action: jax.Array, key: jax.Array):
+        low, high = jnp.asarray(self.spec.action_low), jnp.asarray(self.spec.action_high)
+        a = env_action(action, low, high, self.spec.normalize_actions, xp=jnp)
+        next_obs = self.family.dynamics(state.obs, a)
+        reward = self.reward(state.obs, a, next_obs, state.task)
+        return SimState(next_obs, state.task), reward, self.terminated(next_obs)
+
+    def reward(self, obs, action, next_obs, task):
+        """Reward from ``(obs, env action, next_obs)``; exact for these families."""
+        kwargs = {k: v for k, v in self.options.items() if k in ("reward_type", "radius")}
+        return self.family.reward(obs, action, next_obs, task, **kwargs)
+
+    def terminated(self, next_obs):
+        """Termination from the next observation (these families never terminate)."""
+        if self.family.terminated is None:
+            return jnp.zeros(next_obs.shape[:-1], dtype=bool)
+        return self.family.terminated(jnp, next_obs)
+
+
 class DeviceVectorEnv:
-    """A JAX task family behind the vector protocol, plus its pure per-env functions."""
+    """A device simulator behind the vector protocol (numpy ``reset``/``step`` of ``[M, R]``
+    environments, as :class:`adaptrl.envs.host.HostVectorEnv`), so every family can be driven the
+    same way (Gymnasium wrapper, tests). The pure functions are :attr:`simulator`'s."""
 
     def __init__(self, family: DeviceFamily, *, normalize_actions: bool | None = None,
                  **task_options: Any):
@@ -193,36 +250,21 @@ class DeviceVectorEnv:
             normalize_actions=self.normalize_actions, paper=family.paper,
             deviations=family.deviations,
         )
-        reward_kwargs = {k: v for k, v in self.options.items() if k in ("reward_type", "radius")}
-        self._reward = partial(family.reward, **reward_kwargs)
-        self._batched_init = jax.jit(jax.vmap(self.init))
-        self._batched_step = jax.jit(jax.vmap(self.step_env))
+        self.simulator = FamilySimulator(family, self.spec, self.options)
+        sim = self.simulator
+        self._batched_init = jax.jit(jax.vmap(lambda key, task: sim.reset(key, task).obs))
+        self._batched_step = jax.jit(jax.vmap(
+            lambda obs, action, task: _drop_key_step(sim, obs, action, task)))
         self._shape: tuple[int, int] | None = None
         self.diverged_total = 0
 
-    # ------------------------------------------------------------------ pure per-env functions
-    def init(self, key: jax.Array, task: dict) -> jax.Array:
-        """Initial observation of one environment."""
-        return self.family.init(key, task)
-
-    def step_env(self, obs: jax.Array, action: jax.Array, task: dict):
-        """One environment, one step: ``(next_obs, reward, done)`` from a policy action."""
-        low, high = jnp.asarray(self.spec.action_low), jnp.asarray(self.spec.action_high)
-        a = env_action(action, low, high, self.normalize_actions, xp=jnp)
-        next_obs = self.family.dynamics(obs, a)
-        reward = self._reward(obs, a, next_obs, task)
-        done = self.terminated(next_obs)
-        return next_obs, reward, done
-
     def reward(self, obs, action, next_obs, task):
-        """Reward from ``(obs, env action, next_obs)``; exact for these families."""
-        return self._reward(obs, action, next_obs, task)
+        """Reward from ``(obs, env action, next_obs)`` (:meth:`FamilySimulator.reward`)."""
+        return self.simulator.reward(obs, action, next_obs, task)
 
     def terminated(self, next_obs):
-        """Termination from the next observation (these families never terminate)."""
-        if self.family.terminated is None:
-            return jnp.zeros(next_obs.shape[:-1], dtype=bool)
-        return self.family.terminated(jnp, next_obs)
+        """Termination from the next observation (:meth:`FamilySimulator.terminated`)."""
+        return self.simulator.terminated(next_obs)
 
     # ------------------------------------------------------------------------ vector protocol
     def sample_tasks(self, n: int, seed: int | np.random.Generator | None = None) -> Tasks:
@@ -267,3 +309,9 @@ class DeviceVectorEnv:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _drop_key_step(sim: FamilySimulator, obs, action, task):
+    """``sim.step`` from an observation, for the deterministic families (no parameters, no key)."""
+    state, reward, done = sim.step({}, SimState(obs, task), action, jax.random.PRNGKey(0))
+    return state.obs, reward, done

@@ -9,6 +9,9 @@ model per environment (a per-task copy with the task's physics parameters).
 A diverging state (non-finite, or reset by MuJoCo's own instability check, which we detect by the
 simulation clock jumping back) ends that episode: it is marked done with zero reward, counted in
 :attr:`HostVectorEnv.diverged_total` and logged, and the rest of the batch carries on.
+
+MuJoCo's own warnings (such as its instability message) go to the ``adaptrl.mujoco`` logger, not to
+``MUJOCO_LOG.TXT`` in the working directory (:func:`route_mujoco_warnings`).
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from typing import Any
 import numpy as np
 
 from adaptrl.envs.base import EnvSpec, Tasks, check_tasks, env_action, flat_step_actions, num_tasks
+from adaptrl.envs.kinematics import BatchKinematics
 from adaptrl.envs.mujoco_families import MujocoFamily, load_model
 from adaptrl.errors import ConfigError, require_positive_int
 
 log = logging.getLogger(__name__)
+mujoco_log = logging.getLogger("adaptrl.mujoco")
 
 QVEL_CLIP = 10.0
 
@@ -37,18 +42,48 @@ def default_num_threads() -> int:
         return os.cpu_count() or 1
 
 
+def _log_mujoco_warning(message: str) -> None:
+    """MuJoCo's warning callback (``mju_user_warning``): the message goes to ``adaptrl.mujoco``."""
+    mujoco_log.warning("MuJoCo: %s", message.strip())
+
+
+def route_mujoco_warnings() -> None:
+    """Send MuJoCo's warnings to Python ``logging`` instead of ``MUJOCO_LOG.TXT`` in the cwd.
+
+    MuJoCo's default handler prints a warning and appends it to ``MUJOCO_LOG.TXT`` in the working
+    directory; a ``mju_user_warning`` callback replaces both
+    (https://mujoco.readthedocs.io/en/stable/APIreference/APIglobals.html#mju-user-warning). This
+    installs :func:`_log_mujoco_warning` unless some other callback is already set (a user's own is
+    kept). Where MuJoCo has the configurable default log handler (``mujoco.MjLogConfig``,
+    MuJoCo ≥ 3.10), its file output is also turned off while it still points at the default
+    relative ``MUJOCO_LOG.TXT``, so errors and info messages do not create the file either.
+    Idempotent; run whenever host MuJoCo is used (:class:`MujocoPhysics`).
+    """
+    import mujoco
+
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(_log_mujoco_warning)
+    config_type = getattr(mujoco, "MjLogConfig", None)
+    if config_type is not None:
+        config = config_type.get()
+        if config.logto_file and config.logfile == "MUJOCO_LOG.TXT":
+            config.logto_file = False
+            config.set()
+
+
 class MujocoPhysics:
     """Reads a family's observations and tracked point from batched ``qpos``/``qvel``.
 
-    Humanoid's ``cinert``/``cvel`` and centre of mass need MuJoCo's kinematics
-    (``mj_kinematics``, ``mj_comPos``, ``mj_comVel``), which run per environment on a scratch
-    ``MjData``; ``qfrc_actuator`` is linear in the control for motor actuators on hinge joints and
-    is computed as ``clip(ctrl) @ G`` with ``G`` measured once from MuJoCo.
+    Humanoid's ``cinert``/``cvel`` and centre of mass are MuJoCo's ``mj_kinematics`` +
+    ``mj_comPos`` + ``mj_comVel`` quantities, computed by MuJoCo for the whole batch on block models
+    that replicate the kinematic tree (:class:`adaptrl.envs.kinematics.BatchKinematics`: one
+    batched pass per block of up to 64 environments, no Python loop over environments);
+    ``qfrc_actuator`` is linear in the control for motor actuators on hinge joints and is computed
+    as ``clip(ctrl) @ G`` with ``G`` measured once from MuJoCo.
     """
 
     def __init__(self, family: MujocoFamily, model=None):
-        import mujoco
-
+        route_mujoco_warnings()
         self.family = family
         self.model = load_model(family) if model is None else model
         self.nq, self.nv, self.nu = self.model.nq, self.model.nv, self.model.nu
@@ -56,7 +91,7 @@ class MujocoPhysics:
         self.needs_kinematics = family.tracked_point == "com_xy" or any(
             p in family.obs_parts for p in ("cinert", "cvel")
         )
-        self._scratch = mujoco.MjData(self.model)
+        self.kinematics = BatchKinematics(self.model) if self.needs_kinematics else None
         self.actuator_to_qfrc = None
         if "qfrc_actuator" in family.obs_parts:
             self.actuator_to_qfrc = self._measure_actuator_map()
@@ -78,28 +113,9 @@ class MujocoPhysics:
             gmap[i] = d.qfrc_actuator
         return gmap
 
-    def _kinematics(self, qpos: np.ndarray, qvel: np.ndarray) -> dict[str, np.ndarray]:
-        import mujoco
-
-        m, d = self.model, self._scratch
-        n = qpos.shape[0]
-        cinert = np.empty((n, m.nbody * 10))
-        cvel = np.empty((n, m.nbody * 6))
-        com = np.empty((n, 3))
-        for i in range(n):
-            d.qpos[:] = qpos[i]
-            d.qvel[:] = qvel[i]
-            mujoco.mj_kinematics(m, d)
-            mujoco.mj_comPos(m, d)
-            mujoco.mj_comVel(m, d)
-            cinert[i] = d.cinert.ravel()
-            cvel[i] = d.cvel.ravel()
-            com[i] = d.subtree_com[0]
-        return {"cinert": cinert, "cvel": cvel, "com": com}
-
     def observe(self, qpos: np.ndarray, qvel: np.ndarray, ctrl: np.ndarray):
         """Observations ``[B, obs_dim]`` and tracked-point positions ``[B, 2]``."""
-        kin = self._kinematics(qpos, qvel) if self.needs_kinematics else {}
+        kin = self.kinematics(qpos, qvel) if self.needs_kinematics else {}
         parts = []
         for part in self.family.obs_parts:
             if part == "qpos":
@@ -213,8 +229,9 @@ class HostVectorEnv:
         self._tasks, self._shape = tasks, (m, r)
         self._task_index = np.repeat(np.arange(m), r)
         if self.family.rand_params is not None:
-            per_task = self._task_models(tasks)
-            self._models = [per_task[i] for i in self._task_index]
+            per_task = np.fromiter(self._task_models(tasks), dtype=object, count=m)
+            self._model_array = per_task[self._task_index]  # one model per environment
+            self._models = self._model_array.tolist()
             self._env_tasks = {}
         else:
             self._models = self.model
@@ -271,7 +288,7 @@ class HostVectorEnv:
         state_in = self._state if all_active else self._state[idx]
         models = self._models
         if isinstance(models, list) and not all_active:
-            models = [models[i] for i in idx]
+            models = self._model_array[idx].tolist()
         out, _ = self._rollout.rollout(
             models, self._datas, state_in, ctrl[:, None, :], nstep=self.family.frame_skip
         )

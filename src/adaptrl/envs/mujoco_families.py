@@ -8,8 +8,9 @@ position of the tracked point) and the action, in code that runs on numpy and JA
 (displacement / dt); :func:`obs_reward_fn` feeds them the motion read from observations, which is
 what model-based methods have on imagined states.
 
-All numbers come from the original ProMP code (``promp-reference-implementation.md`` §3,
-spec ENV-4…ENV-8). Differences, each listed in the family's ``deviations``:
+All numbers come from the original ProMP code (documented in docs/environments.md); the task
+families are those of ProMP (Rothfuss et al., 2019) App. D.2 and TMAML (Liu et al., 2019) §5.1.
+Differences, each listed in the family's ``deviations``:
 
 * Contact forces. MuJoCo ≥ 2 only fills ``cfrc_ext`` when ``mj_rnePostConstraint`` runs, and
   batched ``mujoco.rollout`` returns the state (qpos, qvel), not derived quantities. The Ant and
@@ -54,7 +55,8 @@ def sq_norm(xp, a):
 
 @dataclass(frozen=True)
 class RandParams:
-    """Per-task physics randomisation of the ``rand_param_envs`` package (reference §3.3).
+    """Per-task physics randomisation of the ``rand_param_envs`` package (docs/environments.md,
+    "RandParams tasks").
 
     Every element of each parameter array is multiplied by ``base ** U(−L, L)``, independently,
     with ``L = log_scale_limit``; multipliers apply to the model's original values.
@@ -380,7 +382,7 @@ _add(MujocoFamily(
     name="AntRandDirec", **_ANT,
     reward=_direction_reward(0.5, 1.0), task_keys=("direction",),
     task_description="direction ∈ {−1, +1}, uniform",
-    paper="TMAML (Ant Fwd/Back)", deviations=ANT_DEV,
+    paper="ProMP Fig. 7 (AntFwdBack) / TMAML (Ant Fwd/Back)", deviations=ANT_DEV,
 ))
 _add(MujocoFamily(
     name="AntRandDirec2D", **_ANT,
@@ -395,19 +397,19 @@ _add(MujocoFamily(
     task_description="goal uniform on a disc of radius goal_radius (default 3); "
                      "goal_distribution=square: uniform in [−goal_radius, goal_radius]² (TMAML)",
     task_options={"goal_radius": 3.0, "goal_distribution": "disc"},
-    paper="ProMP Fig. 2 (AntRandGoal)", deviations=ANT_DEV,
+    paper="ProMP Fig. 7 (AntRandGoal)", deviations=ANT_DEV,
 ))
 _add(MujocoFamily(
     name="HumanoidRandDirec", **_HUMANOID,
     reward=_humanoid_reward(two_d=False), task_keys=("direction",),
     task_description="direction ∈ {−1, +1}, uniform",
-    paper="ProMP Fig. 2 / TMAML (Humanoid Fwd/Back)", deviations=HUMANOID_DEV,
+    paper="ProMP Fig. 7 (HumanoidFwdBack) / TMAML (Humanoid Fwd/Back)", deviations=HUMANOID_DEV,
 ))
 _add(MujocoFamily(
     name="HumanoidRandDirec2D", **_HUMANOID,
     reward=_humanoid_reward(two_d=True), task_keys=("direction",), direction_dims=2,
     task_description="unit direction in the plane, angle uniform on [0, 2π)",
-    paper="ProMP Fig. 2", deviations=HUMANOID_DEV,
+    paper="ProMP Fig. 2 (HumanoidRandDirec)", deviations=HUMANOID_DEV,
 ))
 _add(MujocoFamily(
     name="Walker2DRandDirec", **_WALKER,
@@ -420,7 +422,7 @@ _add(MujocoFamily(
     reward=_velocity_reward(1e-3, 15.0), task_keys=("velocity",),
     task_description="target velocity ~ U(velocity_range), default U(0, 10)",
     task_options={"velocity_range": (0.0, 10.0)},
-    paper="ProMP Fig. 2 / TMAML (range U(0, 2))", deviations=WALKER_DEV,
+    paper="ProMP code's paper sweeps / TMAML (range U(0, 2))", deviations=WALKER_DEV,
 ))
 _add(MujocoFamily(
     name="SwimmerRandVel", asset="swimmer.xml", frame_skip=4, horizon=100,

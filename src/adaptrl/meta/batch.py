@@ -1,16 +1,17 @@
 """One adaptation step's processed data: trajectories → advantages and DiCE rewards, per task.
 
-Processing follows the original ``MetaSampleProcessor`` (reference §6.1): per task, discounted
-returns, a baseline refit on that task's batch, GAE, advantages standardised per task; and for
-the DiCE objectives the ``DiceSampleProcessor`` rewards (§6.2): γ^t·r_t minus a linear time
-baseline fitted to them, standardised. Statistics use real steps only (the original counted the
-padded zeros in DiCE's normalisation — reference defect 11 — which we do not reproduce).
+Processing follows the original ProMP code's ``MetaSampleProcessor`` (docs/algorithms.md, "Sample
+processing"): per task, discounted returns, a baseline refit on that task's batch, GAE, advantages
+standardised per task; and for the DiCE objectives the ``DiceSampleProcessor`` rewards (same
+section): γ^t·r_t minus a linear time baseline fitted to them, standardised. Statistics use real
+steps only (the original counted the padded zeros in DiCE's normalisation — docs/algorithms.md,
+deviation 3 — which we do not reproduce).
 """
 
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,15 +33,14 @@ class StepBatch(NamedTuple):
     advantages: jax.Array  # [M, R, T] GAE, standardised per task if configured
     dice_rewards: jax.Array  # [M, R, T] γ^t r_t − b(t), standardised (DiCE objectives)
     logp_old: jax.Array  # [M, R, T] log-density under the sampling policy
-    means_old: jax.Array  # [M, R, T, act]
-    log_stds_old: jax.Array  # [M, R, T, act]
+    dist_old: Any  # the sampling distribution's parameters (pytree, leaves [M, R, T, ...])
     reward_z: jax.Array  # [M] task mean of rewards standardised across tasks (E-MAML's R̂')
     cv_baselines: jax.Array  # [M, R, T] (or [M, R, T, A] action-dependent) TMAML control variate b
 
 
 def _task_processing(observations, rewards, mask, *, gamma, lam, baseline, normalize):
     returns = processing.discounted_returns(rewards, mask, gamma)
-    values = processing.BASELINES[baseline](observations, returns, mask)
+    values = processing.BASELINES.get(baseline)(observations, returns, mask)
     advantages = processing.gae(rewards, values, mask, gamma=gamma, lam=lam)
     if normalize:
         advantages = processing.normalize_advantages(advantages, mask)
@@ -78,8 +78,7 @@ def process_trajectories(traj: Trajectories, *, gamma: float, lam: float, baseli
         advantages=advantages,
         dice_rewards=dice_rewards,
         logp_old=jnp.asarray(traj.log_probs),
-        means_old=jnp.asarray(traj.means),
-        log_stds_old=jnp.asarray(traj.log_stds),
+        dist_old=jax.tree_util.tree_map(jnp.asarray, traj.dist),
         reward_z=reward_z,
         cv_baselines=jnp.zeros_like(mask),
     )
@@ -96,17 +95,20 @@ def step(batches: StepBatch, k: int) -> StepBatch:
 
 
 def return_stats(traj: Trajectories, prefix: str) -> dict[str, float]:
-    """The original's per-step statistics (reference §6.1, §8), keys prefixed ``Step_k-``."""
+    """The original's per-step statistics (docs/algorithms.md, "Logged keys"), keys prefixed ``Step_k-``."""
     returns = np.asarray(traj.returns(), dtype=np.float64).ravel()
     mask = np.asarray(traj.mask)
-    log_std = np.asarray(traj.log_stds)
     steps = max(mask.sum(), 1.0)
-    return {
+    stats = {
         f"{prefix}AverageReturn": float(returns.mean()),
         f"{prefix}StdReturn": float(returns.std()),
         f"{prefix}MaxReturn": float(returns.max()),
         f"{prefix}MinReturn": float(returns.min()),
         f"{prefix}NumTrajs": float(returns.size),
-        f"{prefix}AveragePolicyStd": float((np.exp(log_std) * mask[..., None]).sum()
-                                           / (steps * log_std.shape[-1])),
     }
+    log_std = getattr(traj.dist, "log_std", None)
+    if log_std is not None:  # Gaussian policies: the original's AveragePolicyStd
+        log_std = np.asarray(log_std)
+        stats[f"{prefix}AveragePolicyStd"] = float((np.exp(log_std) * mask[..., None]).sum()
+                                                   / (steps * log_std.shape[-1]))
+    return stats

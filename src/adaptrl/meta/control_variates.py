@@ -1,10 +1,10 @@
 """TMAML control variates: learning b(s_t, T_i) and attaching it to the step batches.
 
-TMAML (Liu et al., 2019, [003] §4.2) adds a control-variate surrogate to DiCE in the inner and the
-outer objective (:func:`adaptrl.estimators.tmaml_cv`, Alg. 2, spec CV-4). The control variate
-b must not depend on a_t (CV-5); this module learns it from the sampled data. Two kinds:
+TMAML (Liu et al., 2019, §4.2) adds a control-variate surrogate to DiCE in the inner and the
+outer objective (:func:`adaptrl.estimators.tmaml_cv`, Alg. 2). The control variate b must not
+depend on a_t (TMAML §4.2, Thm. 1); this module learns it from the sampled data. Two kinds:
 
-* ``meta`` — meta control variates (Alg. 1, spec CV-2/CV-3): one value network V_φ shared by all
+* ``meta`` — meta control variates (Alg. 1, loss Eq. 12): one value network V_φ shared by all
   tasks and made task-specific by one MAML step. For each task the trajectories are split in two
   halves A and B;
 
@@ -14,13 +14,14 @@ b must not depend on a_t (CV-5); this module learns it from the sampled data. Tw
   (``cv_optimizer="sgd"``, as printed; ``"adam"`` takes the same meta-gradient through Adam with
   rate β', which fits the control variate in far fewer batches — see docs/algorithms.md),
 
-  with L(φ; D) the mean over D's real steps of (V_φ(s_t) − Ψ_t)² (Eq. 12 with r_{t'}, ISS-18; a mean
-  rather than a sum so α', β' = 0.01 are usable for any batch size). Halves alternate between
-  first/second and even/odd trajectories over the ``cv_steps`` repetitions ("swap", step 4).
+  with L(φ; D) the mean over D's real steps of (V_φ(s_t) − Ψ_t)² (Eq. 12 with r_{t'} for its
+  printed r_t, docs/algorithms.md deviation 10; a mean rather than a sum so α', β' = 0.01 are
+  usable for any batch size). Halves alternate between first/second and even/odd trajectories
+  over the ``cv_steps`` repetitions ("swap", Alg. 1 line 7).
   The baseline used on half A comes from φ² (adapted on B) and vice versa, so no rollout adapts
   the control variate it is evaluated with (Tucker et al., 2018).
 
-* ``task`` — per-task action-dependent control variates (Eq. 11, spec CV-1): for each task a
+* ``task`` — per-task action-dependent control variates (Eq. 11): for each task a
   Q-network Q_ψ(s, a) fitted from scratch (Adam, rate β', ``cv_steps`` steps) on one half of the
   task's trajectories and used on the other half; per action coordinate i,
 
@@ -46,7 +47,6 @@ import jax.numpy as jnp
 import optax
 
 from adaptrl import estimators as est
-from adaptrl.experiment.config import CV_OPTIMIZERS
 from adaptrl.meta.batch import StepBatch
 from adaptrl.policies import Params
 
@@ -72,7 +72,7 @@ def state_features(observations: jax.Array) -> jax.Array:
 
 
 def masked_mse(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
-    """Mean over real steps of (pred − target)² (spec CV-2, with a mean instead of a sum)."""
+    """Mean over real steps of (pred − target)² (TMAML Eq. 12, with a mean instead of a sum)."""
     return jnp.sum(mask * (pred - target) ** 2) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
@@ -150,7 +150,7 @@ def action_dependent_baselines(q_fn, psi: Params, features: jax.Array, actions: 
     """b^i(s_t, a_t^{−i}) = mean_j Q_ψ(s_t, a_t with coordinate i replaced by μ_i + σ_i·ε_j).
 
     ``noise`` ``[S]`` are standard-normal draws ε_j (shared by all coordinates and steps);
-    returns ``[..., A]``. Independent of a^i_t by construction (spec CV-5)."""
+    returns ``[..., A]``. Independent of a^i_t by construction (TMAML Eq. 11)."""
     act_dim = actions.shape[-1]
     eye = jnp.eye(act_dim, dtype=actions.dtype)
 
@@ -168,8 +168,8 @@ def task_cv_values(q_fn, psi0: Params, batch: StepBatch, targets: jax.Array, noi
                    lr: float, steps: int) -> jax.Array:
     """Cross-fitted action-dependent baselines of one task ``[R, T, A]``."""
     features = state_features(batch.observations)
-    parts = [halves(x, False) for x in (features, batch.actions, targets, batch.mask, batch.means_old,
-                                        batch.log_stds_old)]
+    parts = [halves(x, False) for x in (features, batch.actions, targets, batch.mask, batch.dist_old.mean,
+                                        batch.dist_old.log_std)]
     (fa, fb), (aa, ab), (ya, yb), (ma, mb), (mua, mub), (lsa, lsb) = parts
     psi_a = fit_q(q_fn, psi0, fa, aa, ya, ma, lr, steps)
     psi_b = fit_q(q_fn, psi0, fb, ab, yb, mb, lr, steps)
@@ -179,6 +179,12 @@ def task_cv_values(q_fn, psi0: Params, batch: StepBatch, targets: jax.Array, noi
 
 
 # ---------------------------------------------------------------------------------- the learner
+CONTROL_VARIATE_KINDS = ("none", "meta", "task")
+"""``control_variate`` settings: none, meta (TMAML Alg. 1) or task (action-dependent, Eq. 11)."""
+
+CV_OPTIMIZERS = {"sgd": optax.sgd, "adam": optax.adam}
+"""The meta control variate's update with rate β': ``sgd`` (TMAML Alg. 1 as printed) or ``adam``."""
+
 class CVState(NamedTuple):
     """The control variate's persistent state: network parameters and optimizer state."""
 
@@ -212,7 +218,7 @@ class ControlVariate:
         self.kind, self.obs_dim, self.act_dim = kind, obs_dim, act_dim
         self.net = ValueMLP(tuple(int(h) for h in hidden_sizes))
         self.inner_lr, self.lr, self.steps, self.action_samples = inner_lr, lr, steps, action_samples
-        self.optimizer = optax.sgd(lr) if optimizer == "sgd" else optax.adam(lr)
+        self.optimizer = CV_OPTIMIZERS[optimizer](lr)
         self._attach = jax.jit(self._attach_impl)
 
     def input_dim(self) -> int:
@@ -266,7 +272,7 @@ class ControlVariate:
 
 
 def control_variate_for(config: Any, obs_dim: int, act_dim: int) -> ControlVariate | None:
-    """The :class:`ControlVariate` of a :class:`~adaptrl.experiment.config.TrainConfig`, or None."""
+    """The :class:`ControlVariate` of a :class:`~adaptrl.meta.config.TrainConfig`, or None."""
     if config.control_variate == "none":
         return None
     return ControlVariate(config.control_variate, obs_dim, act_dim, hidden_sizes=config.cv_hidden_sizes,

@@ -1,6 +1,6 @@
 """The meta-learner: a composition of inner estimator, outer objective and outer optimizer.
 
-One iteration (ProMP Alg. 1, MAML Alg. 3 of the original RL-MAML; reference §2):
+One iteration (ProMP Alg. 1; the RL version of MAML, Finn et al. 2017, Alg. 3):
 
 1. sample tasks; θ_0 = θ for every task;
 2. for k = 0..K−1: sample D_k with θ_k, θ_{k+1} = θ_k + α⊙∇J^inner(θ_k; D_k)
@@ -9,9 +9,12 @@ One iteration (ProMP Alg. 1, MAML Alg. 3 of the original RL-MAML; reference §2)
 4. :meth:`MetaLearner.update`: rebuild θ → θ_1 → … → θ_K differentiably on the same data and
    step the meta-parameters with the outer optimizer:
 
+   an entry of :data:`OUTER_OPTIMIZERS`:
+
    * ``adam`` — ``outer_steps`` full-batch Adam steps on
      loss = −mean_i J_i + mean_k η_k·mean_i KL_k  (η = 0 except ProMP; ProMP Eq. 13, Alg. 1);
-     optional adaptive η: ÷2 when KL_k < target/1.5, ×2 when KL_k > 1.5·target (reference §7.2);
+     optional adaptive η: ÷2 when KL_k < target/1.5, ×2 when KL_k > 1.5·target (the original
+     ProMP code's rule, docs/algorithms.md);
    * ``trpo`` — one TRPO step on −mean_i J_i subject to mean_i KL(π_old,K ‖ π_{θ_K(θ)}) ≤ δ,
      with exact Hessian-vector products of that KL through the inner steps (``jvp``).
 
@@ -21,6 +24,7 @@ size is learned. Everything in :meth:`update` is one jitted function per configu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -28,13 +32,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from adaptrl.experiment.config import TrainConfig
 from adaptrl.meta.adaptation import adapt_step
 from adaptrl.meta.batch import StepBatch
 from adaptrl.meta.control_variates import control_variate_for
-from adaptrl.meta.objectives import OuterSpec, meta_terms
+from adaptrl.meta.objectives import OuterSpec, TaskTerms, meta_terms
 from adaptrl.optim.trpo import trpo_step
 from adaptrl.policies import Params, init_params, make_policy
+from adaptrl.registry import Registry
+
+TrainConfig = Any
+"""A :class:`adaptrl.meta.config.TrainConfig` (which validates its names against the registries
+here, so this module does not import it)."""
 
 
 class LearnerState(NamedTuple):
@@ -43,7 +51,71 @@ class LearnerState(NamedTuple):
     meta_params: dict
     opt_state: Any
     kl_coefs: jax.Array  # [K] ProMP's η per inner step
-    cv_params: Any = None  # the control variate's parameters (TMAML); {} without one
+    cv_params: Any = None  # the control variate's state (TMAML); {} without one
+
+
+class OuterOptimizer(NamedTuple):
+    """An outer optimizer: ``init(config, meta_params) → opt_state`` and
+    ``update(learner, state, batches) → (state, info)`` (jitted by the learner)."""
+
+    init: Callable[[Any, dict], Any]
+    update: Callable[[MetaLearner, LearnerState, StepBatch], tuple[LearnerState, dict]]
+
+
+OUTER_OPTIMIZERS: Registry[OuterOptimizer] = Registry("outer optimizer")
+
+
+def _adam_init(config: TrainConfig, meta_params: dict) -> Any:
+    return optax.adam(config.outer_lr).init(meta_params)
+
+
+def adam_update(learner: MetaLearner, state: LearnerState, batches: StepBatch):
+    """``outer_steps`` Adam steps on the penalised meta-loss, then ProMP's adaptive η rule."""
+    config = learner.config
+    optimizer = optax.adam(config.outer_lr)
+    grad_fn = jax.value_and_grad(learner.loss, has_aux=True)
+
+    def one_step(carry, _):
+        meta_params, opt_state = carry
+        (loss, _), grads = grad_fn(meta_params, batches, state.kl_coefs)
+        updates, opt_state = optimizer.update(grads, opt_state, meta_params)
+        return (optax.apply_updates(meta_params, updates), opt_state), loss
+
+    (meta_params, opt_state), losses = jax.lax.scan(
+        one_step, (state.meta_params, state.opt_state), None, length=config.outer_steps)
+    loss_after, terms = learner.loss(meta_params, batches, state.kl_coefs)
+    kl_coefs = state.kl_coefs
+    if config.adaptive_kl and config.inner_steps:
+        target = config.target_kl
+        kl_coefs = jnp.where(terms.inner_kls < target / 1.5, kl_coefs / 2,
+                             jnp.where(terms.inner_kls > target * 1.5, kl_coefs * 2, kl_coefs))
+    info = {"LossBefore": losses[0], "LossAfter": loss_after, "MeanKL": terms.outer_kl}
+    if config.inner_steps:
+        info["KLInner"] = jnp.mean(terms.inner_kls)
+        info["KLCoeffInner"] = jnp.mean(kl_coefs)
+    return LearnerState(meta_params, opt_state, kl_coefs, state.cv_params), info
+
+
+def trpo_update(learner: MetaLearner, state: LearnerState, batches: StepBatch):
+    """One TRPO step on −mean_i J_i within mean_i KL(π_old,K ‖ π_θK) ≤ δ (ProMP App. C.2)."""
+    config = learner.config
+
+    def loss_and_kl(meta_params):
+        terms = learner.terms(meta_params, batches)
+        return -terms.objective, terms.outer_kl
+
+    meta_params, info = trpo_step(
+        lambda p: loss_and_kl(p)[0], lambda p: loss_and_kl(p)[1], state.meta_params,
+        max_kl=config.max_kl, cg_iters=config.cg_iters, damping=config.cg_damping,
+        backtrack_ratio=config.backtrack_ratio, max_backtracks=config.max_backtracks,
+        loss_and_kl_fn=loss_and_kl)
+    return LearnerState(meta_params, state.opt_state, state.kl_coefs, state.cv_params), info
+
+
+OUTER_OPTIMIZERS.register("adam", OuterOptimizer(_adam_init, adam_update),
+                          "outer_steps Adam steps on −J + η·KL (VPG, ProMP)")
+OUTER_OPTIMIZERS.register("trpo", OuterOptimizer(lambda config, meta_params: (), trpo_update),
+                          "one TRPO step with exact KL Hessian-vector products through adaptation")
 
 
 class MetaLearner:
@@ -59,10 +131,10 @@ class MetaLearner:
             emaml=config.emaml, reduction=config.loss_reduction,
             control_variate=config.control_variate, cv_formula=config.cv_formula)
         self.control_variate = control_variate_for(config, obs_dim, act_dim)
-        self.optimizer = optax.adam(config.outer_lr)
+        self.outer_optimizer = OUTER_OPTIMIZERS.get(config.optimizer)
         self._adapt_tasks = jax.jit(self._adapt_tasks_impl)
-        self._update = jax.jit(self._update_impl)
-        self._terms = jax.jit(self._loss)
+        self._update = jax.jit(lambda state, batches: self.outer_optimizer.update(self, state, batches))
+        self._loss_jit = jax.jit(self.loss)
         self._meta_gradient = jax.jit(jax.grad(self._objective))
 
     # ------------------------------------------------------------------ parameters and state
@@ -76,85 +148,42 @@ class MetaLearner:
         k = self.config.inner_steps
         cv_params = {} if self.control_variate is None else \
             self.control_variate.init(jax.random.fold_in(key, 1))
-        return LearnerState(meta_params, self.optimizer.init(meta_params),
+        return LearnerState(meta_params, self.outer_optimizer.init(self.config, meta_params),
                             jnp.full((k,), self.config.kl_coef, jnp.float32), cv_params)
 
     def step_size(self, meta_params: dict) -> Any:
         """α: the learned per-parameter pytree, or the configured scalar."""
         return meta_params.get("inner_lr", self.config.inner_lr)
 
-    def apply(self, params: Params, obs: jax.Array):
-        return self.policy.apply(params, obs)
-
     # ---------------------------------------------------------------------------- adaptation
     def _adapt_tasks_impl(self, meta_params: dict, task_params: Params, batch: StepBatch) -> Params:
         step_size = self.step_size(meta_params)
-        one = lambda p, b: adapt_step(self.apply, p, step_size, b, kind=self.config.inner_estimator,  # noqa: E731
-                                      reduction=self.config.loss_reduction,
-                                      control_variate=self.spec.control_variate,
-                                      cv_formula=self.spec.cv_formula)
-        return jax.vmap(one)(task_params, batch)
+        return jax.vmap(lambda p, b: adapt_step(self.policy, p, step_size, b, self.spec))(task_params, batch)
 
     def adapt_tasks(self, meta_params: dict, task_params: Params, batch: StepBatch) -> Params:
         """θ_{k+1} per task from θ_k (leading task axis) on step k's batch, for sampling."""
         return self._adapt_tasks(meta_params, task_params, batch)
 
-    # -------------------------------------------------------------------------------- update
+    # ------------------------------------------------------------------------- meta-objective
+    def terms(self, meta_params: dict, batches: StepBatch) -> TaskTerms:
+        """mean_i J_i and the KLs through the inner steps (:func:`~adaptrl.meta.objectives.meta_terms`)."""
+        return meta_terms(self.policy, self.spec, meta_params, batches, self.config.inner_lr)
+
+    def loss(self, meta_params: dict, batches: StepBatch, kl_coefs: jax.Array):
+        """``(−mean_i J_i + mean_k η_k·KL_k, terms)``: the penalised meta-loss (ProMP Eq. 13)."""
+        terms = self.terms(meta_params, batches)
+        penalty = jnp.mean(kl_coefs * terms.inner_kls) if self.config.inner_steps else 0.0
+        return -terms.objective + penalty, terms
+
     def _objective(self, policy_params, meta_params, batches):
-        return meta_terms(self.apply, self.spec, {**meta_params, "policy": policy_params}, batches,
-                          self.config.inner_lr).objective
+        return self.terms({**meta_params, "policy": policy_params}, batches).objective
 
     def meta_gradient(self, meta_params: dict, batches: StepBatch) -> Params:
         """∇_θ mean_i J_i: the meta-gradient estimate of the policy parameters on one iteration's
         stacked batches (the objective only — no KL penalty, no optimizer)."""
         return self._meta_gradient(meta_params["policy"], meta_params, batches)
 
-    def _loss(self, meta_params, batches, kl_coefs):
-        terms = meta_terms(self.apply, self.spec, meta_params, batches, self.config.inner_lr)
-        penalty = jnp.mean(kl_coefs * terms.inner_kls) if self.config.inner_steps else 0.0
-        return -terms.objective + penalty, terms
-
-    def _update_impl(self, state: LearnerState, batches: StepBatch):
-        if self.config.optimizer == "trpo":
-            return self._trpo_update(state, batches)
-        return self._adam_update(state, batches)
-
-    def _adam_update(self, state: LearnerState, batches: StepBatch):
-        grad_fn = jax.value_and_grad(self._loss, has_aux=True)
-
-        def one_step(carry, _):
-            meta_params, opt_state = carry
-            (loss, _), grads = grad_fn(meta_params, batches, state.kl_coefs)
-            updates, opt_state = self.optimizer.update(grads, opt_state, meta_params)
-            return (optax.apply_updates(meta_params, updates), opt_state), loss
-
-        (meta_params, opt_state), losses = jax.lax.scan(
-            one_step, (state.meta_params, state.opt_state), None, length=self.config.outer_steps)
-        loss_after, terms = self._loss(meta_params, batches, state.kl_coefs)
-        kl_coefs = state.kl_coefs
-        if self.config.adaptive_kl and self.config.inner_steps:
-            target = self.config.target_kl
-            kl_coefs = jnp.where(terms.inner_kls < target / 1.5, kl_coefs / 2,
-                                 jnp.where(terms.inner_kls > target * 1.5, kl_coefs * 2, kl_coefs))
-        info = {"LossBefore": losses[0], "LossAfter": loss_after, "MeanKL": terms.outer_kl}
-        if self.config.inner_steps:
-            info["KLInner"] = jnp.mean(terms.inner_kls)
-            info["KLCoeffInner"] = jnp.mean(kl_coefs)
-        return LearnerState(meta_params, opt_state, kl_coefs, state.cv_params), info
-
-    def _trpo_update(self, state: LearnerState, batches: StepBatch):
-        def loss_fn(meta_params):
-            return -meta_terms(self.apply, self.spec, meta_params, batches, self.config.inner_lr).objective
-
-        def kl_fn(meta_params):
-            return meta_terms(self.apply, self.spec, meta_params, batches, self.config.inner_lr).outer_kl
-
-        meta_params, info = trpo_step(
-            loss_fn, kl_fn, state.meta_params, max_kl=self.config.max_kl, cg_iters=self.config.cg_iters,
-            damping=self.config.cg_damping, backtrack_ratio=self.config.backtrack_ratio,
-            max_backtracks=self.config.max_backtracks)
-        return LearnerState(meta_params, state.opt_state, state.kl_coefs, state.cv_params), info
-
+    # -------------------------------------------------------------------------------- update
     def update(self, state: LearnerState, batches: StepBatch) -> tuple[LearnerState, dict[str, float]]:
         """One outer update on the stacked step batches ``[K+1, M, ...]``; returns the new
         state and the algorithm's log keys (floats)."""
@@ -163,7 +192,7 @@ class MetaLearner:
 
     def evaluate(self, state: LearnerState, batches: StepBatch) -> dict[str, float]:
         """Loss and KLs at the current parameters (no update)."""
-        loss, terms = self._terms(state.meta_params, batches, state.kl_coefs)
+        loss, terms = self._loss_jit(state.meta_params, batches, state.kl_coefs)
         out = {"Loss": loss, "MeanKL": terms.outer_kl}
         if self.config.inner_steps:
             out["KLInner"] = jnp.mean(terms.inner_kls)

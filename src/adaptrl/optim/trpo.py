@@ -1,6 +1,7 @@
 """TRPO step: conjugate gradient on the KL Hessian plus a backtracking line search.
 
-Reference: ``ConjugateGradientOptimizer`` of the ProMP code (reference §7.3) and spec ALG-2:
+Reference: ``ConjugateGradientOptimizer`` of the original ProMP code (docs/algorithms.md, "Outer
+optimizers") and TRPO as stated in ProMP (Rothfuss et al., 2019) App. C.2 Eq. 106–107:
 minimise ``L(θ)`` subject to ``D̄_KL(π_θold ‖ π_θ) ≤ δ`` by the step
 ``θ ← θ − sqrt(2δ / (dᵀFd)) · d`` with ``d = F⁻¹ ∇L`` (``F = ∇²D̄_KL`` at θold), found by
 conjugate gradient, followed by a backtracking line search.
@@ -9,13 +10,13 @@ Everything is generic over parameter pytrees (flattened with ``jax.flatten_util.
 and ``jit``-compatible as a whole: the conjugate gradient and the line search are
 ``lax.while_loop``s, and the line search evaluates its candidates lazily.
 
-Deviations from the reference, deliberate:
+Deviations from the original code, deliberate (docs/algorithms.md, deviation 2):
 
-* Hessian-vector products are exact (forward-over-reverse, :func:`hvp`) instead of the reference's
+* Hessian-vector products are exact (forward-over-reverse, :func:`hvp`) instead of the original's
   central finite difference ``(∇KL(θ + εv) − ∇KL(θ − εv)) / 2ε`` with an unscaled ε = 1e−5
   (``FiniteDifferenceHvp``), which in float32 would be mostly rounding noise.
-* One acceptance rule: the reference accepted a candidate with ``KL ≤ δ`` in the line search but
-  afterwards rejected the step when ``KL ≥ δ`` (§11.3 item 15). Here a candidate is accepted iff
+* One acceptance rule: the original accepted a candidate with ``KL ≤ δ`` in the line search but
+  afterwards rejected the step when ``KL ≥ δ``. Here a candidate is accepted iff
   ``loss < loss_before``, ``KL ≤ δ`` and both are finite; if no candidate is, the old parameters are
   kept.
 """
@@ -47,7 +48,8 @@ def conjugate_gradient(
     ``A`` is given as ``matvec(v) = A v`` on flat vectors. Starts at ``x₀ = 0`` and runs at most
     ``iters`` iterations, stopping as soon as the squared residual ``rᵀr`` drops below
     ``residual_tol`` (checked before every iteration, so ``b = 0`` returns 0 without dividing by 0).
-    Reference: rllab/ProMP ``conjugate_gradient`` (§7.3: ``cg_iters = 10``, tolerance 1e−10)::
+    Reference: ``conjugate_gradients`` of rllab and the original ProMP code (``cg_iters = 10``,
+    residual tolerance 1e−10; docs/algorithms.md, "Outer optimizers")::
 
         α = rᵀr / pᵀAp;  x += α p;  r −= α Ap;  p = r + (r_newᵀr_new / rᵀr) p
 
@@ -116,7 +118,7 @@ def trpo_search_direction(
     cg_iters: int = 10,
     damping: float = 0.0,
 ) -> tuple[PyTree, Array]:
-    """Natural-gradient direction and step scale of a TRPO step (reference §7.3 steps 1–3).
+    """Natural-gradient direction and step scale of a TRPO step (steps 1–2 of :func:`trpo_step`).
 
     ``g = ∇loss``, ``d = (F + damping·I)⁻¹ g`` by :func:`conjugate_gradient` with the exact KL
     Hessian-vector product ``F v`` (:func:`hvp`), and ``β = sqrt(2δ / (dᵀ(F + damping·I)d + 1e−8))``.
@@ -148,8 +150,9 @@ def trpo_step(
     damping: float = 0.0,
     backtrack_ratio: float = 0.8,
     max_backtracks: int = 15,
+    loss_and_kl_fn: Callable[[PyTree], tuple[Array, Array]] | None = None,
 ) -> tuple[PyTree, dict[str, Array]]:
-    """One TRPO step: minimise ``loss_fn`` subject to ``kl_fn ≤ max_kl`` (reference §7.3, ALG-2).
+    """One TRPO step: minimise ``loss_fn`` subject to ``kl_fn ≤ max_kl`` (ProMP App. C.2 Eq. 106–107).
 
     1. ``g = ∇loss(θ)``; ``d = (F + damping·I)⁻¹ g`` by conjugate gradient (``cg_iters``), with
        ``F v`` the exact Hessian-vector product of ``kl_fn`` at θ.
@@ -164,10 +167,14 @@ def trpo_step(
             gradient at ``params``.
         params: current parameters, any pytree of float arrays.
         max_kl: trust-region size δ.
-        cg_iters: conjugate-gradient iterations (reference 10).
-        damping: ``λ`` added to the KL Hessian, ``F + λI`` (reference ``reg_coeff = 0``).
-        backtrack_ratio: step shrink factor per backtrack (reference 0.8).
-        max_backtracks: number of candidates tried (reference 15).
+        cg_iters: conjugate-gradient iterations (original code: 10).
+        damping: ``λ`` added to the KL Hessian, ``F + λI`` (original code: ``reg_coeff = 0``).
+        backtrack_ratio: step shrink factor per backtrack (original code: 0.8).
+        max_backtracks: number of candidates tried (original code: 15; defaults as in
+            docs/algorithms.md, "Outer optimizers").
+        loss_and_kl_fn: optional ``params → (loss, kl)`` computing both from one forward pass
+            (for a meta-objective, one rebuild of the adaptation per line-search candidate
+            instead of two); defaults to calling ``loss_fn`` and ``kl_fn``.
 
     Returns:
         ``(new_params, info)``; ``info`` holds scalars ``LossBefore``, ``LossAfter``,
@@ -183,6 +190,11 @@ def trpo_step(
     def kl_flat(th: Array) -> Array:
         return kl_fn(unravel(th))
 
+    def loss_and_kl_flat(th: Array) -> tuple[Array, Array]:
+        if loss_and_kl_fn is None:
+            return loss_flat(th), kl_flat(th)
+        return loss_and_kl_fn(unravel(th))
+
     loss_before, d, beta = _flat_direction(
         loss_flat, kl_flat, theta, max_kl=max_kl, cg_iters=cg_iters, damping=damping
     )
@@ -197,7 +209,7 @@ def trpo_step(
     def body(state: State) -> State:
         k, _, _, _, _ = state
         candidate = theta - (backtrack_ratio**k * beta) * d
-        loss, kl = loss_flat(candidate), kl_flat(candidate)
+        loss, kl = loss_and_kl_flat(candidate)
         ok = jnp.isfinite(loss) & jnp.isfinite(kl) & (loss < loss_before) & (kl <= max_kl)
         return jnp.where(ok, k, k + 1), ok, candidate, loss, kl
 

@@ -1,0 +1,52 @@
+"""``adaptrl eval``: meta-test a run's latest checkpoint on fresh tasks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``eval`` to ``subparsers`` (an argparse subparsers object); returns its parser."""
+    parser = subparsers.add_parser("eval", help="meta-test a run on fresh tasks", description=(
+        "Load RUN_DIR's latest checkpoint, sample --tasks fresh tasks, adapt --adapt-steps times "
+        "(one freshly sampled batch per step; any K, not only the training K) and report the "
+        "mean return after every step with a 95% confidence interval across tasks. Writes "
+        "RUN_DIR/eval_kK.csv."))
+    parser.add_argument("run_dir")
+    parser.add_argument("--tasks", type=int, default=40, help="fresh tasks (default 40)")
+    parser.add_argument("--adapt-steps", type=int, default=None,
+                        help="adaptation steps (default: training K)")
+    parser.add_argument("--rollouts", type=int, default=None, help="trajectories per task and step "
+                        "(default: training value)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the test tasks (default: "
+                        "training seed + 1000003, disjoint from training)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    """Evaluate, write ``eval_kK.csv`` and print the per-step table (or one JSON object)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from adaptrl.experiment.evaluation import evaluate, write_eval
+
+    report = evaluate(args.run_dir, tasks=args.tasks, adapt_steps=args.adapt_steps,
+                      rollouts=args.rollouts, seed=args.seed)
+    path = write_eval(args.run_dir, report)
+    report.pop("result")
+    if args.json:
+        print(json.dumps(report))
+        return
+    table = Table(title=f"{args.run_dir} (iteration {report['iteration']}): {report['tasks']} fresh tasks")
+    for col in ("step", "mean return", "95% CI", "std across tasks"):
+        table.add_column(col, justify="right")
+    for row in report["rows"]:
+        table.add_row(str(row["step"]), f"{row['mean_return']:.2f}",
+                      f"[{row['ci95_low']:.2f}, {row['ci95_high']:.2f}]", f"{row['std_across_tasks']:.2f}")
+    console = Console()
+    console.print(table)
+    console.print(f"wrote {path}")

@@ -1,0 +1,352 @@
+"""Planning and training the runs of a reproduction (:mod:`adaptrl.experiment.campaigns`).
+
+Run ``LABEL-sSEED`` of a reproduction at ``--scale F`` is exactly
+``build_config(algo, env, preset="paper", overrides={**overrides, "seed": SEED,
+"iterations": max(1, round(F * full_iterations))})`` where ``overrides`` are the experiment's
+shared settings, then the label's own, then ``--set``; so a run started by hand with the printed
+``adaptrl train`` command into the same folder is recognised as the same run.
+
+Resuming. Runs are trained seed by seed (every label of seed 0, then of seed 1, …). Rerunning the
+same command continues where it stopped: a run whose ``config.yaml`` matches and whose
+``progress.csv`` has all its rows is skipped, a run with a checkpoint and fewer rows is resumed from
+that checkpoint (Ctrl-C writes one; otherwise one is written every ``checkpoint_every``
+iterations), and a folder holding a run of another configuration is an error (choose another
+``--out`` or delete the folder), so results of different recipes never mix. A run that diverges is
+reported and the others go on. ``plot_experiment`` (``--plot-only``) redraws the figure and the
+summary from whatever runs exist (of any length), ``plan_experiment`` (``--dry-run``) says what
+would be trained. There is no lock between processes: do not start a reproduction on runs another
+process is still training (a run with a checkpoint would be resumed by both); planning or plotting
+is safe meanwhile.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from adaptrl.errors import ConfigError, require_positive_int
+from adaptrl.experiment.campaign_output import count_rows, describe_run, write_outputs
+from adaptrl.experiment.campaigns import (
+    DEFAULT_OUT,
+    ExperimentSpec,
+    PlannedRun,
+    ReproduceResult,
+    RunSpec,
+    format_setting,
+    get_experiment,
+)
+from adaptrl.experiment.checkpoints import has_checkpoint
+from adaptrl.experiment.config import TrainConfig, build_config
+from adaptrl.experiment.rundir import CONFIG_FILE, PROGRESS_FILE, load_run_config
+from adaptrl.experiment.trainer import TrainingDiverged, train
+
+_RESERVED = {"seed": "the seeds come from --seeds / --seed-list",
+             "iterations": "the iterations are the experiment's budget times --scale"}
+
+
+@dataclass
+class RunOutcome:
+    """What training one run ended with: ``"finished"``, ``"interrupted"`` or ``"diverged"``."""
+
+    run_dir: str
+    status: str
+    rows: int
+    message: str = ""
+
+
+# ------------------------------------------------------------------------------------ recipe
+def scaled_iterations(full: int, scale: float) -> int:
+    """``max(1, round(full * scale))`` for a finite ``scale > 0``."""
+    number = isinstance(scale, int | float) and not isinstance(scale, bool)
+    if not (number and math.isfinite(scale) and scale > 0):
+        raise ConfigError(f"scale must be a positive number (the fraction of the paper's iterations to "
+                          f"train, e.g. 0.2), got {scale!r}.")
+    return max(1, round(full * scale))
+
+
+def resolve_seeds(seeds: int | Sequence[int] | None, default: int = 3) -> list[int]:
+    """A count ``n`` → ``[0, …, n-1]``; an explicit list is checked (integers ≥ 0, no repeats)."""
+    if seeds is None:
+        seeds = default
+    if isinstance(seeds, int | float) and not isinstance(seeds, bool):
+        return list(range(require_positive_int("seeds", seeds)))
+    seed_list = list(seeds)
+    if not seed_list:
+        raise ConfigError("the seed list is empty: give at least one seed, e.g. 0,1,2.")
+    for seed in seed_list:
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ConfigError(f"seeds must be integers ≥ 0, got {seed!r} in {seed_list}.")
+    if len(set(seed_list)) != len(seed_list):
+        raise ConfigError(f"the seed list {seed_list} repeats a seed; give each seed once.")
+    return [int(s) for s in seed_list]
+
+
+def select_labels(exp: ExperimentSpec, only: Sequence[str] | None) -> list[str]:
+    """The labels of ``exp`` to train (all of them when ``only`` is None), in registry order."""
+    if only is None:
+        return exp.labels
+    if not only:
+        raise ConfigError(f"--only is empty; valid labels of {exp.name}: {', '.join(exp.labels)}.")
+    for label in only:
+        exp.run(label)
+    return [label for label in exp.labels if label in only]
+
+
+def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Later layers win; ``env_options`` mappings are merged key by key."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if key == "env_options" and isinstance(value, Mapping):
+                out["env_options"] = {**out.get("env_options", {}), **value}
+            else:
+                out[key] = value
+    return out
+
+
+def run_overrides(exp: ExperimentSpec, spec: RunSpec,
+                  overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Shared settings, then the run's overrides, then the user's (``--set``); no seed/iterations."""
+    overrides = dict(overrides or {})
+    for key, why in _RESERVED.items():
+        if key in overrides:
+            raise ConfigError(f"cannot --set {key} in a reproduction: {why}.")
+    shared = exp.settings(exp.env) if exp.settings is not None else {}
+    return _merge(shared, spec.overrides, overrides)
+
+
+def run_config(exp: ExperimentSpec, spec: RunSpec, seed: int, iterations: int,
+               overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """The configuration of run ``spec`` with ``seed`` for ``iterations`` iterations."""
+    values = {**run_overrides(exp, spec, overrides), "seed": seed, "iterations": iterations}
+    return build_config(spec.algo, exp.env, preset=exp.preset, overrides=values)
+
+
+def run_dir_of(out: str | Path, name: str, label: str, seed: int) -> Path:
+    """``out/name/label-sSEED``."""
+    return Path(out) / name / f"{label}-s{seed}"
+
+
+def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, str) and yaml.safe_load(value) == value:
+        return value
+    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
+
+
+def train_command(exp: ExperimentSpec, spec: RunSpec, seed: int, iterations: int,
+                  overrides: Mapping[str, Any] | None, run_dir: str | Path) -> str:
+    """The ``adaptrl train`` command line that trains exactly this run into ``run_dir``."""
+    args = ["adaptrl", "train", spec.algo, "--env", exp.env, "--preset", exp.preset, "--seed", str(seed),
+            "--iterations", str(iterations)]
+    for key, value in run_overrides(exp, spec, overrides).items():
+        if key == "env_options" and isinstance(value, Mapping):
+            for option, option_value in value.items():
+                args += ["--set", f"env_options.{option}={_yaml_scalar(option_value)}"]
+        else:
+            args += ["--set", f"{key}={format_setting(value)}"]
+    args += ["--out", str(run_dir)]
+    return shlex.join(args)
+
+
+# ------------------------------------------------------------------------------------- state
+def _differences(existing: TrainConfig, wanted: TrainConfig, ignore: Sequence[str] = ()) -> list[str]:
+    have, want = existing.to_dict(), wanted.to_dict()
+    return [k for k in want if k not in ignore and have.get(k) != want[k]]
+
+
+def _conflict_error(run_dir: Path, existing: TrainConfig, wanted: TrainConfig, keys: list[str],
+                    full_iterations: int) -> ConfigError:
+    have, want = existing.to_dict(), wanted.to_dict()
+    diffs = "; ".join(f"{k}: {have.get(k)!r} there, {want[k]!r} here" for k in keys)
+    hint = ""
+    if keys == ["iterations"]:
+        hint = (f" It was trained with --scale {existing.iterations / full_iterations:g}: pass that "
+                f"--scale to use it.")
+    return ConfigError(f"{run_dir} holds a run of another configuration ({diffs}).{hint} Choose another "
+                       f"--out, or delete {run_dir} to train it again with this recipe.")
+
+
+def inspect_run(run_dir: Path, config: TrainConfig, full_iterations: int,
+                ignore_iterations: bool = False) -> tuple[str, int]:
+    """``(status, rows)`` of ``run_dir`` for ``config`` (see :class:`PlannedRun`); a folder holding a
+    run of another configuration raises :class:`ConfigError` naming the differing keys."""
+    if not (run_dir / CONFIG_FILE).is_file():
+        if (run_dir / PROGRESS_FILE).exists() or has_checkpoint(run_dir):
+            raise ConfigError(f"{run_dir} holds training output but no {CONFIG_FILE}; choose another "
+                              f"--out or delete {run_dir}.")
+        return "new", 0
+    try:
+        existing = load_run_config(run_dir)
+    except ConfigError as e:
+        raise ConfigError(f"{run_dir} holds a run whose {CONFIG_FILE} cannot be used ({e}); choose "
+                          f"another --out or delete {run_dir}.") from e
+    keys = _differences(existing, config, ("iterations",) if ignore_iterations else ())
+    if keys:
+        raise _conflict_error(run_dir, existing, config, keys, full_iterations)
+    rows = count_rows(run_dir)
+    target = existing.iterations if ignore_iterations else config.iterations
+    if rows >= target:
+        return "done", rows
+    if has_checkpoint(run_dir):
+        return "resume", rows
+    if rows == 0 and not (run_dir / PROGRESS_FILE).exists():
+        return "new", 0
+    return "stalled", rows
+
+
+def plan_experiment(name: str, *, seeds: int | Sequence[int] | None = None, scale: float = 1.0,
+                    out: str | Path = DEFAULT_OUT, overrides: Mapping[str, Any] | None = None,
+                    ignore_iterations: bool = False) -> list[PlannedRun]:
+    """Every run of reproduction ``name`` (all labels, seed-major order) with its config, folder,
+    equivalent command and status. Raises :class:`ConfigError` when a folder holds a run of another
+    configuration (with ``ignore_iterations``, runs of any length count as this recipe)."""
+    exp = get_experiment(name)
+    seed_list = resolve_seeds(seeds, exp.seeds)
+    iterations = scaled_iterations(exp.iterations, scale)
+    planned = []
+    for seed in seed_list:
+        for spec in exp.runs:
+            config = run_config(exp, spec, seed, iterations, overrides)
+            run_dir = run_dir_of(out, exp.name, spec.label, seed)
+            status, rows = inspect_run(run_dir, config, exp.iterations, ignore_iterations)
+            command = train_command(exp, spec, seed, iterations, overrides, run_dir)
+            planned.append(PlannedRun(spec.label, spec.algo, seed, config, run_dir, status, rows, command))
+    return planned
+
+
+# ---------------------------------------------------------------------------------- training
+def train_run(config: TrainConfig, run_dir: str, resume: bool, show_progress: bool = False) -> RunOutcome:
+    """Train one run (fresh or resumed) with TensorBoard and plots; a divergence is an outcome."""
+    try:
+        result = train(config, run_dir, resume=resume, show_progress=show_progress, tensorboard=True,
+                       make_plots=True)
+    except TrainingDiverged as e:
+        return RunOutcome(str(run_dir), "diverged", count_rows(run_dir), str(e))
+    return RunOutcome(str(run_dir), "interrupted" if result.interrupted else "finished", count_rows(run_dir))
+
+
+def run_sequential(todo: Sequence[PlannedRun], show_progress: bool,
+                   log: Callable[[str], None]) -> list[RunOutcome]:
+    """Train ``todo`` one after another in this process; stops after an interrupted run."""
+    outcomes = []
+    for i, run in enumerate(todo, 1):
+        log(f"[{i}/{len(todo)}] {describe_run(run)} → {run.run_dir}")
+        outcome = train_run(run.config, str(run.run_dir), run.status == "resume", show_progress)
+        outcomes.append(outcome)
+        if outcome.status == "interrupted":
+            break
+    return outcomes
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or a :class:`ConfigError` saying how to install it."""
+    try:
+        import ray
+    except ImportError as e:
+        raise ConfigError("running the runs in parallel needs Ray, which is not installed: "
+                          "pip install 'adaptrl[ray]' (or run them one after another without --ray "
+                          "and with --workers 1).") from e
+    return ray
+
+
+def run_ray(ray: Any, todo: Sequence[PlannedRun], *, workers: int, address: str | None,
+            cpus_per_run: float, log: Callable[[str], None]) -> list[RunOutcome]:
+    """Each run a Ray task of ``cpus_per_run`` CPUs; at most ``workers`` in flight when ``workers > 1``
+    (otherwise the cluster's free CPUs decide). Tasks get absolute run paths, so on a multi-machine
+    cluster ``out`` must be on a filesystem every node shares. A local cluster started here is shut
+    down after."""
+    started = not ray.is_initialized()
+    if started:
+        local = address is None and workers > 1
+        ray.init(address=address, **({"num_cpus": math.ceil(workers * cpus_per_run)} if local else {}))
+    try:
+        task = ray.remote(num_cpus=cpus_per_run)(train_run)
+        limit = workers if workers > 1 else len(todo)
+        queue, pending, outcomes = list(todo), {}, []
+        while queue or pending:
+            while queue and len(pending) < limit:
+                run = queue.pop(0)
+                log(f"submitted {describe_run(run)} → {run.run_dir}")
+                ref = task.remote(run.config, str(run.run_dir.resolve()), run.status == "resume", False)
+                pending[ref] = run
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                run = pending.pop(ref)
+                outcome = ray.get(ref)
+                outcome.run_dir = str(run.run_dir)
+                outcomes.append(outcome)
+                log(f"{run.label} seed {run.seed}: {outcome.status} ({outcome.rows} rows)")
+        return outcomes
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_experiment(name: str, *, seeds: int | Sequence[int] | None = None, scale: float = 1.0,
+                   out: str | Path = DEFAULT_OUT, overrides: Mapping[str, Any] | None = None,
+                   workers: int = 1, use_ray: bool = False, ray_address: str | None = None,
+                   cpus_per_run: float = 1.0, show_progress: bool = True, only: Sequence[str] | None = None,
+                   log: Callable[[str], None] | None = None) -> ReproduceResult:
+    """Train the missing runs of reproduction ``name`` and draw its comparison figure and summary.
+
+    ``seeds``: a count ``n`` (seeds 0…n-1; default the experiment's) or explicit seeds; ``scale``:
+    fraction of the paper's iterations; ``overrides``: settings applied to every run (``--set``);
+    ``only``: labels to train (the figure shows every label that has runs). Runs go one after another
+    in this process, or as Ray tasks with ``use_ray`` or ``workers > 1`` (``ray_address`` None = a
+    local cluster; ``cpus_per_run`` CPUs each). ``log`` receives one line per run. A diverged run is
+    listed in ``failed`` and the others go on; Ctrl-C stops with ``interrupted=True`` (rerun to resume).
+    """
+    exp = get_experiment(name)
+    labels = select_labels(exp, only)
+    workers = require_positive_int("workers", workers)
+    if not (isinstance(cpus_per_run, int | float) and cpus_per_run > 0):
+        raise ConfigError(f"cpus_per_run must be a positive number, got {cpus_per_run!r}.")
+    ray = import_ray() if use_ray or workers > 1 else None
+    log = log or (lambda message: None)
+    planned = plan_experiment(name, seeds=seeds, scale=scale, out=out, overrides=overrides)
+    selected = [run for run in planned if run.label in labels]
+    stalled = [run for run in selected if run.status == "stalled"]
+    if stalled:
+        where = ", ".join(f"{run.run_dir} ({run.rows}/{run.config.iterations} rows)" for run in stalled)
+        raise ConfigError(f"{where}: progress without a checkpoint; the run is still being trained by "
+                          "another process (wait for it) or stopped before its first checkpoint (delete "
+                          "the folder to train it again).")
+    for run in selected:
+        if run.status == "done":
+            log(f"{describe_run(run)}, skipped")
+    todo = [run for run in selected if run.status != "done"]
+    if ray is not None and todo:
+        outcomes = run_ray(ray, todo, workers=workers, address=ray_address, cpus_per_run=cpus_per_run,
+                           log=log)
+    else:
+        outcomes = run_sequential(todo, show_progress, log)
+    result = ReproduceResult(exp.name, Path(out) / exp.name, planned)
+    result.trained = [Path(o.run_dir) for o in outcomes if o.status == "finished"]
+    result.failed = {Path(o.run_dir): o.message for o in outcomes if o.status == "diverged"}
+    result.interrupted = any(o.status == "interrupted" for o in outcomes)
+    if not result.interrupted:
+        write_outputs(exp, result)
+    return result
+
+
+def plot_experiment(name: str, *, seeds: int | Sequence[int] | None = None, scale: float = 1.0,
+                    out: str | Path = DEFAULT_OUT,
+                    overrides: Mapping[str, Any] | None = None) -> ReproduceResult:
+    """Redraw the comparison figure and summary of ``name`` from the runs that exist (of any
+    length; ``scale`` only sets the iterations written into ``commands.txt``)."""
+    exp = get_experiment(name)
+    planned = plan_experiment(name, seeds=seeds, scale=scale, out=out, overrides=overrides,
+                              ignore_iterations=True)
+    result = ReproduceResult(exp.name, Path(out) / exp.name, planned)
+    if not any(run.rows for run in planned):
+        raise ConfigError(f"no run of {name} has progress in {result.out_dir} yet: train them with "
+                          f"adaptrl reproduce {name} (see --dry-run).")
+    write_outputs(exp, result)
+    return result

@@ -1,0 +1,49 @@
+"""Evaluating a trained run: load its configuration and latest checkpoint, and let its algorithm
+evaluate (for meta-RL: meta-test on fresh tasks, :meth:`~adaptrl.algorithms.meta_rl.MetaRL.evaluate`).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from adaptrl.experiment.rundir import load_run_config
+from adaptrl.experiment.trainer import build_algorithm, restore
+from adaptrl.meta.config import TrainConfig
+
+
+def load_run(run_dir: str | Path) -> tuple[TrainConfig, Any, dict[str, Any]]:
+    """Config, algorithm state and checkpoint metadata of a run directory."""
+    config = load_run_config(run_dir)
+    algorithm = build_algorithm(config)
+    try:
+        state, meta = restore(algorithm, config, run_dir)
+    finally:
+        algorithm.close()
+    return config, state, meta
+
+
+def evaluate(run_dir: str | Path, *, tasks: int = 40, adapt_steps: int | None = None,
+             rollouts: int | None = None, seed: int | None = None) -> dict[str, Any]:
+    """Evaluate the latest checkpoint of ``run_dir`` (default seed: the run's seed + 1,000,003,
+    so evaluation tasks differ from training tasks)."""
+    config = load_run_config(run_dir)
+    algorithm = build_algorithm(config)
+    try:
+        state, meta = restore(algorithm, config, run_dir)
+        seed = config.seed + 1_000_003 if seed is None else seed
+        report = algorithm.evaluate(state, tasks=tasks, adapt_steps=adapt_steps, rollouts=rollouts, seed=seed)
+    finally:
+        algorithm.close()
+    return {"run_dir": str(run_dir), "iteration": int(meta["iteration"]), **report}
+
+
+def write_eval(run_dir: str | Path, report: dict[str, Any]) -> Path:
+    """``run_dir/eval_kK.csv``: one row per adaptation step."""
+    path = Path(run_dir) / f"eval_k{report['adapt_steps']}.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(report["rows"][0]))
+        writer.writeheader()
+        writer.writerows(report["rows"])
+    return path

@@ -1,0 +1,89 @@
+"""The run directory (README, "Usage"; docs/architecture.md) and its files::
+
+    run_dir/config.yaml        every resolved hyperparameter
+    run_dir/progress.csv       one row per iteration, the original ProMP key names
+    run_dir/tensorboard/       TensorBoard event files (same scalars)
+    run_dir/checkpoints/       latest.npz, every ``checkpoint_every`` iterations and on Ctrl-C
+    run_dir/plots/             learning curve and the algorithm's own pictures
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adaptrl.errors import ConfigError
+from adaptrl.experiment.checkpoints import has_checkpoint
+from adaptrl.meta.config import TrainConfig, config_from_dict
+from adaptrl.runfiles import CONFIG_FILE, PROGRESS_FILE
+
+
+def prepare_run_dir(config: TrainConfig, run_dir: str | Path) -> Path:
+    """Create a fresh run directory; refuse to overwrite an existing run."""
+    run_dir = Path(run_dir)
+    if (run_dir / PROGRESS_FILE).exists() or has_checkpoint(run_dir):
+        raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                          "or choose another --out.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(config.to_yaml())
+    return run_dir
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """The validated configuration of a run directory."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory ({CONFIG_FILE} is missing).")
+    return config_from_dict(yaml.safe_load(path.read_text()) or {})
+
+
+class ProgressWriter:
+    """``progress.csv`` with a fixed header (the first row's keys) plus TensorBoard scalars.
+
+    ``keep_rows`` (resuming): keep that many rows of an existing file and append after them."""
+
+    def __init__(self, run_dir: Path, keep_rows: int | None, tensorboard: bool = True):
+        self.path = run_dir / PROGRESS_FILE
+        self.header: list[str] | None = None
+        if keep_rows is not None and self.path.is_file():
+            with open(self.path, newline="") as f:
+                rows = list(csv.reader(f))
+            if rows:
+                self.header = rows[0]
+                with open(self.path, "w", newline="") as f:
+                    csv.writer(f).writerows(rows[: keep_rows + 1])
+        elif self.path.exists():
+            self.path.unlink()
+        self.tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, row: dict[str, float]) -> None:
+        if self.header is None:
+            self.header = list(row)
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(self.header)
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([_format(row.get(k, "")) for k in self.header])
+        if self.tb is not None:
+            step = int(row["Itr"])
+            for key, value in row.items():
+                if key != "Itr" and isinstance(value, int | float) and math.isfinite(value):
+                    self.tb.add_scalar(key, value, step)
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)

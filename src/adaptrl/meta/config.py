@@ -1,0 +1,268 @@
+"""The configuration of a gradient-based meta-RL run: every hyperparameter and its validation.
+
+A run is a composition (docs/architecture.md): an inner surrogate
+(:data:`~adaptrl.meta.surrogates.INNER_SURROGATES`), an outer objective
+(:data:`~adaptrl.meta.surrogates.OUTER_SURROGATES`), an outer optimizer
+(:data:`~adaptrl.meta.learner.OUTER_OPTIMIZERS`), a baseline, a policy and a few switches. The
+valid names come from those registries. The algorithm recipes (:mod:`adaptrl.algorithms`) fill the
+composition in; the resolved :class:`TrainConfig` is what a run directory's ``config.yaml`` holds.
+
+Loss normalisation (``loss_reduction``). The estimators return the mean over trajectories of
+the per-trajectory sum (the unbiased Monte-Carlo estimate of J). The original code minimised the
+mean over *all time steps* of the task's batch instead, so its step sizes (inner 0.1, Adam 1e−3,
+TRPO δ) are tuned for surrogates about ``horizon`` times smaller. ``loss_reduction="per_step"``
+(every preset) multiplies each surrogate by N / Σ mask, which reproduces the original's
+effective steps exactly; ``"per_trajectory"`` keeps the estimator as is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from adaptrl import estimators, processing
+from adaptrl.errors import ConfigError, unknown_name_error
+from adaptrl.meta.control_variates import CONTROL_VARIATE_KINDS, CV_OPTIMIZERS
+from adaptrl.meta.learner import OUTER_OPTIMIZERS
+from adaptrl.meta.surrogates import INNER_SURROGATES, OUTER_SURROGATES
+from adaptrl.policies import POLICIES
+
+LOSS_REDUCTIONS = ("per_step", "per_trajectory")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every hyperparameter of a gradient-based meta-RL run (the run's ``config.yaml``)."""
+
+    algo: str
+    env: str
+    env_options: dict = field(default_factory=dict)
+    seed: int = 0
+    iterations: int = 1000
+    # data
+    tasks_per_iter: int = 40
+    rollouts_per_task: int = 20
+    horizon: int = 0  # 0 = the family's paper horizon
+    discount: float = 0.99
+    gae_lambda: float = 1.0
+    baseline: str = "linear"
+    normalize_advantages: bool = True
+    loss_reduction: str = "per_step"
+    # policy
+    policy: str = "gaussian_mlp"
+    hidden_sizes: tuple = (64, 64)
+    init_std: float = 1.0
+    # inner loop (adaptation)
+    inner_steps: int = 1
+    inner_estimator: str = "likelihood_ratio"
+    inner_lr: float = 0.1
+    learn_inner_lr: bool = False
+    # outer objective and optimizer
+    outer_objective: str = "log_likelihood"
+    optimizer: str = "adam"
+    outer_lr: float = 1e-3
+    outer_steps: int = 1
+    clip_eps: float = math.inf
+    kl_coef: float = 0.0
+    adaptive_kl: bool = False
+    target_kl: float = 0.01
+    emaml: bool = False
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 0.0
+    backtrack_ratio: float = 0.8
+    max_backtracks: int = 15
+    # control variates (TMAML, Liu et al. 2019, §4.2, Alg. 1–2, Eq. 7 and 11)
+    control_variate: str = "none"
+    cv_formula: str = "corrected"
+    cv_hidden_sizes: tuple = (64, 64)
+    cv_inner_lr: float = 0.01
+    cv_lr: float = 0.01
+    # Adam, not Alg. 1's plain step: at β' = 0.01 the plain step leaves the control variate near
+    # its zero-output start on MuJoCo tasks (docs/algorithms.md, deviation 13); --preset paper: sgd.
+    cv_optimizer: str = "adam"
+    cv_steps: int = 10
+    cv_action_samples: int = 8
+    # meta-gradient statistics during training (ProMP Fig. 4)
+    grad_stats_every: int = 0
+    grad_stats_batches: int = 10
+    # run
+    checkpoint_every: int = 10
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-able mapping (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        out["hidden_sizes"] = list(self.hidden_sizes)
+        out["cv_hidden_sizes"] = list(self.cv_hidden_sizes)
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+FIELD_HELP: dict[str, str] = {
+    "algo": "preset name the run was built from",
+    "env": "task family (adaptrl envs)",
+    "env_options": "task options passed to adaptrl.envs.make (set one with env_options.NAME=VALUE)",
+    "seed": "one integer seeding tasks, resets, action noise and network init",
+    "iterations": "outer iterations",
+    "tasks_per_iter": "tasks sampled per iteration (meta-batch size)",
+    "rollouts_per_task": "trajectories per task per adaptation step",
+    "horizon": "steps per trajectory (0 = the family's paper horizon)",
+    "discount": "γ of the returns and GAE",
+    "gae_lambda": "λ of GAE (1 = Monte-Carlo return minus baseline)",
+    "baseline": f"value baseline refit per task and step: {processing.BASELINES.help()} "
+                "(linear: the original's features)",
+    "normalize_advantages": "standardise advantages per task (original behaviour)",
+    "loss_reduction": "per_step (mean over real time steps, the original's) or per_trajectory",
+    "policy": f"policy kind: {POLICIES.help()} (quadratic_feature: the 2-parameter 1-D policy of "
+              "ProMP Fig. 6)",
+    "hidden_sizes": "policy MLP hidden sizes, e.g. 64,64",
+    "init_std": "initial policy standard deviation",
+    "inner_steps": "adaptation steps K (each on its own freshly sampled batch)",
+    "inner_estimator": f"inner surrogate: {INNER_SURROGATES.help()}",
+    "inner_lr": "inner step size α (initial value if learned)",
+    "learn_inner_lr": "learn a per-parameter step size with the outer optimizer (Meta-SGD style)",
+    "outer_objective": f"outer surrogate: {OUTER_SURROGATES.help()}",
+    "optimizer": f"outer optimizer: {OUTER_OPTIMIZERS.help()}",
+    "outer_lr": "Adam learning rate β",
+    "outer_steps": "Adam steps on the same data per iteration (ProMP's N)",
+    "clip_eps": "clip range ε of the clipped ratio (inf = no clipping)",
+    "kl_coef": "η of the inner KL penalty η·KL(π_θo‖π_θ) (ProMP)",
+    "adaptive_kl": "adapt η per inner step with the ×2 / ÷2 rule towards target_kl",
+    "target_kl": "target inner KL of the adaptive rule",
+    "emaml": "add the E-MAML pre-update credit term (formulation II)",
+    "max_kl": "TRPO trust region δ on the mean KL of the post-update policies",
+    "cg_iters": "TRPO conjugate-gradient iterations",
+    "cg_damping": "TRPO damping λ: CG solves (F + λI)x = g",
+    "backtrack_ratio": "TRPO line-search shrink factor",
+    "max_backtracks": "TRPO line-search tries",
+    "control_variate": "TMAML control variate added to DiCE: none, meta (Alg. 1) or task (Eq. 11, "
+                       "action-dependent)",
+    "cv_formula": "control-variate surrogate: corrected (unbiased, docs/algorithms.md) or paper "
+                  "(TMAML Eq. 7 as printed)",
+    "cv_hidden_sizes": "control-variate network hidden sizes",
+    "cv_inner_lr": "α' of the meta control variate's adaptation step (TMAML Alg. 1)",
+    "cv_lr": "β' of the control-variate update (TMAML Alg. 1); Adam rate of the per-task CV fit",
+    "cv_optimizer": "update of the meta control variate with rate β': sgd (TMAML Alg. 1) or adam",
+    "cv_steps": "control-variate updates per sampled batch",
+    "cv_action_samples": "samples of a^i per action coordinate for the per-task CV's expectation (Eq. 11)",
+    "grad_stats_every": "every N iterations resample grad_stats_batches batches and log the "
+                        "meta-gradient's relative std (0 = off)",
+    "grad_stats_batches": "independent batches per meta-gradient statistics measurement",
+    "checkpoint_every": "write a checkpoint every N iterations (and on Ctrl-C)",
+}
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def coerce_setting(name: str, value: Any) -> Any:
+    """Convert ``value`` (from YAML or a ``--set`` string) to the type of field ``name``."""
+    default = FIELDS[name].default
+    if default is dataclasses.MISSING:
+        default = ""
+    if name in ("hidden_sizes", "cv_hidden_sizes"):
+        if isinstance(value, str):
+            parts = [p for p in value.replace("(", "").replace(")", "").replace("[", "")
+                     .replace("]", "").split(",") if p.strip()]
+            value = parts
+        try:
+            sizes = tuple(int(v) for v in value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be integers like 64,64, got {value!r}.") from None
+        if not sizes or any(s < 1 for s in sizes):
+            raise ConfigError(f"{name} must be positive integers like 64,64, got {value!r}.")
+        return sizes
+    if name == "env_options":
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"env_options must be a mapping, got {value!r}.")
+        return dict(value)
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, got {value!r}.")
+    if isinstance(default, int):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be an integer, got {value!r}.") from None
+        if number != int(number):
+            raise ConfigError(f"{name} must be an integer, got {value!r}.")
+        return int(number)
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number, got {value!r}.") from None
+    return str(value)
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Validate ranges and names; one clear message per mistake."""
+    choices = {"inner_estimator": INNER_SURROGATES.names(), "outer_objective": OUTER_SURROGATES.names(),
+               "optimizer": OUTER_OPTIMIZERS.names(), "baseline": tuple(processing.BASELINES),
+               "loss_reduction": LOSS_REDUCTIONS, "control_variate": CONTROL_VARIATE_KINDS,
+               "cv_formula": tuple(estimators.CONTROL_VARIATES), "policy": POLICIES.names(),
+               "cv_optimizer": tuple(CV_OPTIMIZERS)}
+    for name, valid in choices.items():
+        value = getattr(config, name)
+        if value not in valid:
+            raise unknown_name_error(name.replace("_", " "), value, valid)
+    for name in ("iterations", "tasks_per_iter", "rollouts_per_task", "outer_steps", "cg_iters",
+                 "max_backtracks", "checkpoint_every", "cv_steps", "cv_action_samples"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {getattr(config, name)}.")
+    if config.inner_steps < 0:
+        raise ConfigError(f"inner_steps must be ≥ 0, got {config.inner_steps}.")
+    if config.horizon < 0:
+        raise ConfigError(f"horizon must be ≥ 0 (0 = the family's), got {config.horizon}.")
+    for name in ("outer_lr", "max_kl", "init_std", "target_kl"):
+        if not getattr(config, name) > 0:
+            raise ConfigError(f"{name} must be > 0, got {getattr(config, name)}.")
+    for name in ("kl_coef", "cg_damping"):
+        if not getattr(config, name) >= 0:
+            raise ConfigError(f"{name} must be ≥ 0, got {getattr(config, name)}.")
+    if not config.clip_eps > 0:
+        raise ConfigError(f"clip_eps must be > 0 (inf = no clipping), got {config.clip_eps}.")
+    if not 0 < config.discount <= 1 or not 0 <= config.gae_lambda <= 1:
+        raise ConfigError("discount must be in (0, 1] and gae_lambda in [0, 1].")
+    if not 0 < config.backtrack_ratio < 1:
+        raise ConfigError(f"backtrack_ratio must be in (0, 1), got {config.backtrack_ratio}.")
+    if config.control_variate != "none" and config.inner_estimator != "dice":
+        raise ConfigError(f"control_variate={config.control_variate} needs inner_estimator=dice "
+                          f"(TMAML adds the control variate to DiCE), got {config.inner_estimator}.")
+    if config.control_variate != "none" and config.rollouts_per_task < 2:
+        raise ConfigError("a control variate needs rollouts_per_task ≥ 2 (it is fitted on one half "
+                          "of a task's trajectories and used on the other).")
+    if config.grad_stats_every < 0 or config.grad_stats_batches < 2:
+        raise ConfigError("grad_stats_every must be ≥ 0 (0 = off) and grad_stats_batches ≥ 2, got "
+                          f"{config.grad_stats_every} and {config.grad_stats_batches}.")
+    for name in ("cv_inner_lr", "cv_lr"):
+        if not getattr(config, name) >= 0:
+            raise ConfigError(f"{name} must be ≥ 0, got {getattr(config, name)}.")
+    if not math.isfinite(config.inner_lr):
+        raise ConfigError(f"inner_lr must be finite, got {config.inner_lr}.")
+    return config
+
+
+def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` from a ``config.yaml`` mapping (validated)."""
+    unknown = [k for k in data if k not in FIELDS]
+    if unknown:
+        raise ConfigError(f"config has unknown keys {unknown}; valid keys: {', '.join(FIELDS)}.")
+    missing = [k for k in ("algo", "env") if k not in data]
+    if missing:
+        raise ConfigError(f"config lacks {missing}.")
+    values = {k: coerce_setting(k, v) for k, v in data.items() if k not in ("algo", "env")}
+    return validate(TrainConfig(algo=str(data["algo"]), env=str(data["env"]), **values))
