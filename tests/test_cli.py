@@ -133,3 +133,20 @@ def test_help_of_every_verb(capsys):
             main([*verb.split(), "--help"])
         assert exit_info.value.code == 0
         assert capsys.readouterr().out.startswith(f"usage: adaptrl {verb} ")
+
+
+def test_train_help_lists_every_registered_part(capsys):
+    """`adaptrl train --help` is built from the registries: every algorithm, inner surrogate,
+    outer objective, outer optimizer and baseline appears with its description."""
+    from adaptrl.algorithms import ALGORITHMS
+    from adaptrl.meta.learner import OUTER_OPTIMIZERS
+    from adaptrl.meta.surrogates import INNER_SURROGATES, OUTER_SURROGATES
+    from adaptrl.processing import BASELINES
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    lines = [line.strip() for line in text.splitlines()]
+    for registry in (ALGORITHMS, INNER_SURROGATES, OUTER_SURROGATES, OUTER_OPTIMIZERS, BASELINES):
+        for name, description in registry.descriptions().items():
+            assert any(line.startswith(name) and line.endswith(description) for line in lines), name

@@ -12,10 +12,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``train`` to ``subparsers`` (an argparse subparsers object); returns its parser."""
     from adaptrl.algorithms import ALGORITHMS
     from adaptrl.meta.config import FIELD_HELP
+    from adaptrl.meta.learner import OUTER_OPTIMIZERS
+    from adaptrl.meta.surrogates import INNER_SURROGATES, OUTER_SURROGATES
+    from adaptrl.processing import BASELINES
 
-    PRESET_DESCRIPTIONS = ALGORITHMS.descriptions()
-
-    algos = "\n".join(f"  {name:<11} {text}" for name, text in PRESET_DESCRIPTIONS.items())
+    algos = "\n".join(f"  {name:<11} {text}" for name, text in ALGORITHMS.descriptions().items())
+    registries = (("inner_estimator", INNER_SURROGATES), ("outer_objective", OUTER_SURROGATES),
+                  ("optimizer", OUTER_OPTIMIZERS), ("baseline", BASELINES))
+    parts = "\n".join(
+        f"  {setting}:\n" + "\n".join(f"    {name:<17} {text}"
+                                       for name, text in registry.descriptions().items())
+        for setting, registry in registries)
     settings = "\n".join(f"  {name:<21} {text}" for name, text in FIELD_HELP.items()
                          if name not in ("algo", "env"))
     parser = subparsers.add_parser(
@@ -25,12 +32,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "progress.csv (ProMP key names: Itr, n_timesteps, Step_k-AverageReturn, ...), "
             "TensorBoard events, checkpoints/ and plots/. Ctrl-C writes a checkpoint; continue "
             "with --resume RUN_DIR.\n\nalgorithms:\n" + algos
+            + "\n\nparts an algorithm is composed of (--set SETTING=NAME):\n" + parts
             + "\n\nsettings for --set KEY=VALUE:\n" + settings))
     parser.add_argument("algo", nargs="?", help="algorithm preset (omit with --resume)")
     parser.add_argument("--env", help="task family (see `adaptrl envs`)")
     parser.add_argument("--preset", default="default", choices=("default", "paper"),
-                        help="paper: the ProMP paper's per-environment settings (App. D) on top of "
-                             "the algorithm's Table 1 values")
+                        help="paper: the algorithm's paper settings for the environment (ProMP App. D; "
+                             "TMAML App. E Table 1) on top of its recipe's values")
     parser.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     parser.add_argument("--iterations", type=int, default=None, help="outer iterations (default 1000)")
     parser.add_argument("--out", default=None, help="run directory (default runs/ALGO-ENV-seedN)")
