@@ -146,7 +146,7 @@ class MujocoPhysics:
 
 
 class HostVectorEnv:
-    """All environments of a meta-batch, stepped together (the host simulator of design.md).
+    """All environments of a meta-batch, stepped together (the host simulator of docs/architecture.md).
 
     Layout: ``reset`` takes ``M`` tasks and ``R`` rollouts per task; observations, actions,
     rewards and dones are ``[M, R, ...]`` arrays (numpy in, numpy out).
