@@ -157,3 +157,24 @@ def test_plot_task_returns(tmp_path):
     path = str(tmp_path / "returns.png")
     assert plot_task_returns(np.ones((2, 3)), ["a", "b"], "Env", path) == path
     assert_png(tmp_path / "returns.png")
+
+
+def test_goal_success_counts_trajectories_entering_the_goal_region():
+    """Reached = some real step within the radius (masked steps do not count); the final
+    distance is taken at the last real step and averaged over trajectories with real steps."""
+    from adaptrl.plots import goal_success
+
+    goals = np.array([[2.0, 2.0], [-2.0, -2.0]])
+    obs = np.zeros((2, 3, 4, 2))
+    obs[0, 0, 3] = [2.1, 2.0]   # task 0: ends 0.1 from the goal
+    obs[0, 1, 1] = [2.0, 2.4]   # in the region at step 1, then back to 0 (final dist √8)
+    obs[0, 2, 2] = [2.0, 2.0]   # in the region only on a masked step: not reached
+    obs[1, :, 3] = [-2.0, -1.0]  # task 1: every trajectory ends 1.0 away
+    mask = np.ones((2, 3, 4))
+    mask[0, 2, 2:] = 0
+    mask[1, 2] = 0  # no real steps: not reached, not in the distance
+    reached, distance = goal_success(obs, mask, goals, radius=0.5)
+    np.testing.assert_allclose(reached, [2 / 3, 0.0])
+    np.testing.assert_allclose(distance, [(0.1 + np.sqrt(8) + np.sqrt(8)) / 3, 1.0])
+    reached_wide, _ = goal_success(obs, mask, goals, radius=1.5)
+    np.testing.assert_allclose(reached_wide, [2 / 3, 2 / 3])

@@ -405,6 +405,32 @@ def _distinct_goal_tasks(goals: np.ndarray, limit: int = 4) -> list[int]:
     return chosen
 
 
+#: One clearly distinct, colour-blind-safe colour per adaptation step (Okabe & Ito); the
+#: post-update trajectories get :data:`POST_UPDATE_COLOR` and a thicker line.
+STEP_COLORS = ("#E69F00", "#CC79A7", "#56B4E9", "#F0E442", "#D55E00", "#999999")
+POST_UPDATE_COLOR = "#0072B2"
+
+
+def goal_success(observations: np.ndarray, mask: np.ndarray, goals: np.ndarray,
+                 radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per task: the fraction of trajectories that enter the goal region (some real step within
+    ``radius`` of the task's goal) and the mean final distance to the goal.
+
+    ``observations`` ``[tasks, rollouts, time, ≥2]`` (positions first), ``mask`` ``[tasks, rollouts,
+    time]``, ``goals`` ``[tasks, 2]``. A trajectory without real steps counts as not reached and is
+    left out of the distance."""
+    obs = np.asarray(observations, dtype=float)[..., :2]
+    mask = np.asarray(mask) > 0.5
+    distance = np.linalg.norm(obs - np.asarray(goals, dtype=float)[:, None, None, :2], axis=-1)
+    valid = mask.any(axis=-1)
+    reached = (mask & (distance <= radius)).any(axis=-1).mean(axis=1)
+    last = np.maximum(mask.shape[-1] - 1 - np.argmax(mask[..., ::-1], axis=-1), 0)
+    final = np.take_along_axis(distance, last[..., None], axis=2)[..., 0]
+    with np.errstate(invalid="ignore"):
+        mean_final = np.where(valid, final, 0.0).sum(axis=1) / valid.sum(axis=1)
+    return reached, mean_final
+
+
 def plot_point_exploration(pre_observations: Sequence[np.ndarray], post_observations: np.ndarray,
                            masks_pre: Sequence[np.ndarray], mask_post: np.ndarray, goals: np.ndarray,
                            out: str | Path, *, goal_radius: float = 0.5, max_trajectories: int = 5,
@@ -414,7 +440,9 @@ def plot_point_exploration(pre_observations: Sequence[np.ndarray], post_observat
     ``pre_observations[k]`` (``[tasks, rollouts, time, 2]``) is step ``k``'s pre-update batch,
     ``post_observations`` the batch after the last step; masks are ``[tasks, rollouts, time]`` (1 on
     real steps); ``goals`` ``[tasks, 2]``. Up to 4 tasks with distinct goals are drawn, with the goal's
-    sparse-reward region (``goal_radius``) shaded. Writes ``out`` and returns its path.
+    sparse-reward region (``goal_radius``) shaded, one distinct colour per adaptation step, and the
+    post-update success of the panel's task written on it (:func:`goal_success`: trajectories that
+    enter the goal region, mean final distance). Writes ``out`` and returns its path.
     """
     if len(pre_observations) != len(masks_pre):
         raise ConfigError(f"got {len(pre_observations)} pre-update observation batches but "
@@ -447,9 +475,9 @@ def plot_point_exploration(pre_observations: Sequence[np.ndarray], post_observat
     from matplotlib.lines import Line2D
     from matplotlib.patches import Circle, Patch
 
-    cmap = plt.get_cmap("YlGnBu")
-    colors = [cmap(v) for v in np.linspace(0.35, 1.0, len(stages))]
-    widths = [1.0] * n_steps + [1.6]
+    colors = [STEP_COLORS[k % len(STEP_COLORS)] for k in range(n_steps)] + [POST_UPDATE_COLOR]
+    widths = [1.0] * n_steps + [1.8]
+    reached, final_distance = goal_success(stages[-1][0], stages[-1][1], goals, goal_radius)
     tasks = _distinct_goal_tasks(goals)
     drawn = [o[tasks, :max_trajectories, :, :2][m[tasks, :max_trajectories] > 0.5] for o, m in stages]
     extent = max([_POINT_LIMIT] + [float(np.nanmax(np.abs(d))) * 1.05 for d in drawn if d.size])
@@ -479,6 +507,12 @@ def plot_point_exploration(pre_observations: Sequence[np.ndarray], post_observat
         ax.set_ylim(-extent, extent)
         ax.set_aspect("equal")
         ax.set_title(f"goal ({goal[0]:g}, {goal[1]:g})")
+        verdict = "reached" if reached[task] >= 0.5 else "not reached"
+        n_rollouts = stages[-1][0].shape[1]
+        entered = round(reached[task] * n_rollouts)
+        ax.text(0.03, 0.03, f"post-update: {verdict}\n{entered}/{n_rollouts} reach the goal, final dist "
+                f"{final_distance[task]:.2f}", transform=ax.transAxes, fontsize=7, va="bottom",
+                bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1.5))
         ax.grid(alpha=0.2)
     handles = [Line2D([], [], color=c, lw=lw, label=lab) for c, lw, lab in zip(colors, widths, labels,
                                                                                 strict=True)]
