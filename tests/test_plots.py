@@ -178,3 +178,26 @@ def test_goal_success_counts_trajectories_entering_the_goal_region():
     np.testing.assert_allclose(distance, [(0.1 + np.sqrt(8) + np.sqrt(8)) / 3, 1.0])
     reached_wide, _ = goal_success(obs, mask, goals, radius=1.5)
     np.testing.assert_allclose(reached_wide, [2 / 3, 2 / 3])
+
+
+def test_learning_curve_draws_every_step_on_one_axis(tmp_path):
+    """plot_learning_curve: one axis (6.4 × 4.0 in at 120 dpi), a line per key in its step colour,
+    and a clear error for a missing column."""
+    import matplotlib.image
+
+    from adaptrl.plots import POST_UPDATE_COLOR, STEP_COLORS, plot_learning_curve
+
+    run = write_run(tmp_path, "promp_s3", "promp", 3, 6)
+    out = plot_learning_curve(run, ["Step_0-AverageReturn", "Step_1-AverageReturn"], ["pre", "post"],
+                              run / "plots" / "curve.png")
+    image = matplotlib.image.imread(out)
+    assert image.shape[:2] == (480, 768)
+    pixels = {tuple(np.round(p[:3] * 255).astype(int)) for p in image.reshape(-1, image.shape[-1])[::7]}
+
+    def present(hex_colour):
+        rgb = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+        return any(np.abs(np.array(p) - rgb).max() <= 12 for p in pixels)
+
+    assert present(STEP_COLORS[0]) and present(POST_UPDATE_COLOR)
+    with pytest.raises(ConfigError, match="has no column 'Step_2-AverageReturn'"):
+        plot_learning_curve(run, ["Step_2-AverageReturn"], ["x"], run / "bad.png")

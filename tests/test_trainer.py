@@ -62,8 +62,8 @@ def test_run_directory_layout(tmp_path):
     np.testing.assert_array_equal(progress["n_timesteps"], [3 * 4 * 3 * 12, 6 * 4 * 3 * 12])
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert read_checkpoint(run)[1]["iteration"] == 2
-    # plots.plot_runs: pre- and post-update panels, (4.6·2 + 0.4) × 3.8 in at DPI 120
-    assert_figure(run / "plots" / "learning_curve.png", 4.6 * 2 + 0.4, 3.8)
+    # plots.plot_learning_curve: every adaptation step on one axis, 6.4 × 4.0 in at DPI 120
+    assert_figure(run / "plots" / "learning_curve.png", 6.4, 4.0)
     # plots.plot_point_exploration: one panel per corner, (3.3·4 + 0.3) × 3.9 in at DPI 120
     assert_figure(run / "plots" / "exploration.png", 3.3 * 4 + 0.3, 3.9)
     assert len(result.rows) == 2

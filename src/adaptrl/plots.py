@@ -310,6 +310,51 @@ def plot_runs(run_dirs: Sequence[str | Path], keys: Sequence[str] | None = None,
     return _plot_grouped(group_runs(run_dirs, label_by), keys, out, x_key)
 
 
+#: One clearly distinct, colour-blind-safe colour per adaptation step (Okabe & Ito); the
+#: post-update trajectories get :data:`POST_UPDATE_COLOR` and a thicker line.
+STEP_COLORS = ("#E69F00", "#CC79A7", "#56B4E9", "#F0E442", "#D55E00", "#999999")
+POST_UPDATE_COLOR = "#0072B2"
+
+
+CURVE_SIZE = (6.4, 4.0)
+"""Size in inches of :func:`plot_learning_curve`'s figure."""
+
+
+def plot_learning_curve(run_dir: str | Path, keys: Sequence[str], labels: Sequence[str],
+                        out: str | Path, x_key: str = "n_timesteps") -> Path:
+    """One run's learning curve: every column of ``keys`` (e.g. the return before and after each
+    adaptation step) on one axis with a shared scale, so the gap between the curves is the first
+    thing one sees; the title gives the algorithm, environment, seed and budget (iterations and
+    environment steps). Colours follow the exploration picture (:data:`STEP_COLORS`, the last key
+    in :data:`POST_UPDATE_COLOR`). Writes ``out`` and returns its path."""
+    if len(keys) != len(labels) or not keys:
+        raise ConfigError(f"give one label per curve: {len(keys)} keys, {len(labels)} labels.")
+    progress = read_progress(run_dir)
+    config = read_config(run_dir)
+    for key in (x_key, *keys):
+        if key not in progress:
+            raise ConfigError(f"{run_dir} has no column {key!r} in {PROGRESS_FILE}; it has "
+                              f"{', '.join(sorted(progress))}.")
+    path = _figure_path(out)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=CURVE_SIZE, dpi=DPI)
+    x = np.asarray(progress[x_key], dtype=float)
+    colors = [STEP_COLORS[k % len(STEP_COLORS)] for k in range(len(keys) - 1)] + [POST_UPDATE_COLOR]
+    for key, label, color in zip(keys, labels, colors, strict=True):
+        ax.plot(x, np.asarray(progress[key], dtype=float), color=color, lw=1.8 if key == keys[-1] else 1.2,
+                label=label)
+    ax.set_xlabel(_X_LABELS.get(x_key, x_key))
+    ax.set_ylabel("average return")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    steps = int(progress["n_timesteps"][-1]) if "n_timesteps" in progress else None
+    budget = f"{len(x)} iterations" + (f", {steps / 1e6:.2f} M env steps" if steps is not None else "")
+    ax.set_title(f"{config.get('algo', '?')} on {config.get('env', '?')}: seed {config.get('seed', '?')}, "
+                 f"{budget}", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plot_groups(groups: Mapping[str, Sequence[str | Path]], keys: Sequence[str] | None = None,
                 out: str | Path = "plot.png", x_key: str = "n_timesteps", title: str | None = None) -> Path:
     """Learning curves with caller-chosen curves: ``groups`` maps a curve label to the run directories
@@ -403,12 +448,6 @@ def _distinct_goal_tasks(goals: np.ndarray, limit: int = 4) -> list[int]:
         if len(chosen) == limit:
             break
     return chosen
-
-
-#: One clearly distinct, colour-blind-safe colour per adaptation step (Okabe & Ito); the
-#: post-update trajectories get :data:`POST_UPDATE_COLOR` and a thicker line.
-STEP_COLORS = ("#E69F00", "#CC79A7", "#56B4E9", "#F0E442", "#D55E00", "#999999")
-POST_UPDATE_COLOR = "#0072B2"
 
 
 def goal_success(observations: np.ndarray, mask: np.ndarray, goals: np.ndarray,

@@ -41,6 +41,9 @@ class Algorithm(Protocol):
     headline: Mapping[str, str]
     """Progress-bar label → metric key, e.g. ``{"pre": "Step_0-AverageReturn"}``."""
 
+    curve: Mapping[str, str]
+    """Learning-curve label → metric key: the columns ``plots/learning_curve.png`` draws on one axis."""
+
     def init(self, key: Any) -> Any: ...
 
     def iteration(self, state: Any, itr: int, key: Any) -> IterationOutput: ...

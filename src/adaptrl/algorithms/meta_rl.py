@@ -94,7 +94,11 @@ class MetaRL:
 
     def __init__(self, config: TrainConfig, env: VectorEnv, sampler: Sampler, learner: MetaLearner):
         self.config, self.env, self.sampler, self.learner = config, env, sampler, learner
-        self.headline = {"pre": "Step_0-AverageReturn", "post": f"Step_{config.inner_steps}-AverageReturn"}
+        k = config.inner_steps
+        self.headline = {"pre": "Step_0-AverageReturn", "post": f"Step_{k}-AverageReturn"}
+        self.curve = {"pre-update (step 0)" if k else "return": "Step_0-AverageReturn",
+                      **{f"after {i} adaptation step{'s' if i > 1 else ''}": f"Step_{i}-AverageReturn"
+                         for i in range(1, k + 1)}}
 
     @classmethod
     def build(cls, config: TrainConfig, rollouts_per_task: int | None = None) -> MetaRL:

@@ -139,11 +139,13 @@ def run_loop(algorithm: Algorithm, config: Any, run_dir: str | Path, *, resume: 
 
 
 def write_plots(run_dir: Path, algorithm: Algorithm, state: Any) -> list[Path]:
-    """The learning curve, and the algorithm's own pictures (e.g. ProMP Fig. 5's)."""
+    """The learning curve (the algorithm's :attr:`~adaptrl.algorithms.base.Algorithm.curve`
+    columns on one axis) and the algorithm's own pictures (e.g. ProMP Fig. 5's)."""
     from adaptrl import plots
 
-    return [plots.plot_runs([run_dir], out=run_dir / "plots" / "learning_curve.png"),
-            *algorithm.write_outputs(run_dir, state)]
+    curve = plots.plot_learning_curve(run_dir, list(algorithm.curve.values()), list(algorithm.curve),
+                                      run_dir / "plots" / "learning_curve.png")
+    return [curve, *algorithm.write_outputs(run_dir, state)]
 
 
 class _Progress:
