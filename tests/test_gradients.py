@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from adaptrl.analysis import gradients as G
+from adaptrl.analysis import statistics as S
 from adaptrl.analysis.directions import direction_spread, directions_study
 from adaptrl.cli import main
 from adaptrl.experiment.config import build_config
@@ -19,22 +20,22 @@ def test_statistics_by_hand_and_scale_invariance():
     """docs/reproductions.md, "The metric": rsd = √ΣVar/‖mean‖ and the per-coordinate ratio, both
     invariant to scaling the gradients (i.e. the rewards); Pearson and cosine against a truth."""
     grads = np.array([[1.0, 2.0], [3.0, 2.0], [2.0, 5.0]])
-    stats = G.gradient_statistics(grads, truth=np.array([1.0, 1.5]))
+    stats = S.gradient_statistics(grads, truth=np.array([1.0, 1.5]))
     var = grads.var(axis=0, ddof=1)
     mean = grads.mean(axis=0)
     assert math.isclose(stats["rsd"], math.sqrt(var.sum()) / np.linalg.norm(mean))
     assert math.isclose(stats["rsd_coordinate"], float(np.mean(np.sqrt(var) / np.abs(mean))))
-    scaled = G.gradient_statistics(37.0 * grads, truth=np.array([1.0, 1.5]))
+    scaled = S.gradient_statistics(37.0 * grads, truth=np.array([1.0, 1.5]))
     for key in ("rsd", "rsd_coordinate", "cos_to_mean", "pearson", "cos_truth"):
         assert math.isclose(stats[key], scaled[key], rel_tol=1e-12), key
-    assert G.pearson(np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 6.5])) > 0.99
-    assert math.isclose(G.cosine(np.array([1.0, 0.0]), np.array([0.0, 2.0])), 0.0)
-    identical = G.gradient_statistics(np.tile([1.0, -2.0], (4, 1)))
+    assert S.pearson(np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 6.5])) > 0.99
+    assert math.isclose(S.cosine(np.array([1.0, 0.0]), np.array([0.0, 2.0])), 0.0)
+    identical = S.gradient_statistics(np.tile([1.0, -2.0], (4, 1)))
     assert identical["rsd"] == 0.0 and math.isclose(identical["cos_to_mean"], 1.0)
     from adaptrl.errors import ConfigError
 
     with pytest.raises(ConfigError, match="at least 2"):
-        G.gradient_statistics(grads[:1])
+        S.gradient_statistics(grads[:1])
 
 
 def test_rsd_bootstrap_error_matches_the_spread_over_repeated_studies():
@@ -43,10 +44,10 @@ def test_rsd_bootstrap_error_matches_the_spread_over_repeated_studies():
     rng = np.random.default_rng(0)
     truth = np.ones(50)
     studies = [truth + 1.5 * rng.normal(size=(8, 50)) for _ in range(300)]
-    spread = np.std([G.relative_std(g) for g in studies], ddof=1)
-    se = np.mean([G.gradient_statistics(g)["rsd_se"] for g in studies[:40]])
+    spread = np.std([S.relative_std(g) for g in studies], ddof=1)
+    se = np.mean([S.gradient_statistics(g)["rsd_se"] for g in studies[:40]])
     assert 0.5 * spread < se < 2.0 * spread, (se, spread)
-    assert G.gradient_statistics(np.tile([1.0, -2.0], (4, 1)))["rsd_se"] == 0.0
+    assert S.gradient_statistics(np.tile([1.0, -2.0], (4, 1)))["rsd_se"] == 0.0
 
 
 def test_gradient_study_writes_csv_and_figure(tmp_path):

@@ -33,21 +33,17 @@ _X_LABELS = {"n_timesteps": "environment steps", "Itr": "iteration"}
 _POINT_LIMIT = 3.0
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot`` with the headless Agg backend selected (imported on first use).
+
+    For every module that draws figures (here and e.g. ``adaptrl.analysis``) without touching the
+    display."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def pyplot():
-    """``matplotlib.pyplot`` with the headless Agg backend selected (imported on first use).
-
-    For modules that draw their own figures (e.g. ``adaptrl.analysis``) without touching the
-    display."""
-    return _pyplot()
 
 
 def _figure_path(out: str | Path) -> Path:
@@ -63,7 +59,7 @@ def _figure_path(out: str | Path) -> Path:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     try:
         fig.savefig(path, dpi=DPI)
     finally:
@@ -73,7 +69,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 def plot_task_returns(returns: np.ndarray, labels: Sequence[str], title: str, path: str) -> str:
     """Box plot of the returns of every task (``returns``: ``[tasks, rollouts]``); returns ``path``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(labels) + 2), 3.6), dpi=DPI)
     ax.boxplot(np.asarray(returns).T, showmeans=True)
     ax.set_xticks(range(1, len(labels) + 1), [f"{i}\n{lab}" for i, lab in enumerate(labels)],
@@ -336,7 +332,7 @@ def plot_learning_curve(run_dir: str | Path, keys: Sequence[str], labels: Sequen
             raise ConfigError(f"{run_dir} has no column {key!r} in {PROGRESS_FILE}; it has "
                               f"{', '.join(sorted(progress))}.")
     path = _figure_path(out)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=CURVE_SIZE, dpi=DPI)
     x = np.asarray(progress[x_key], dtype=float)
     colors = [STEP_COLORS[k % len(STEP_COLORS)] for k in range(len(keys) - 1)] + [POST_UPDATE_COLOR]
@@ -390,7 +386,7 @@ def _plot_grouped(groups: Mapping[str, list[dict[str, Any]]], keys: Sequence[str
                                   f"expected one row of numbers per iteration.")
     path = _figure_path(out)
 
-    plt = _pyplot()
+    plt = pyplot()
     colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 0.4, 3.8 + (0.3 if title else 0)),
                              dpi=DPI, squeeze=False, sharex=True)
@@ -510,7 +506,7 @@ def plot_point_exploration(pre_observations: Sequence[np.ndarray], post_observat
     if n_steps:
         labels[0] = "pre-update (step 0)"
 
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.patches import Circle, Patch
 

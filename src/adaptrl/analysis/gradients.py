@@ -36,7 +36,7 @@ import jax
 import numpy as np
 
 from adaptrl.algorithms.meta_rl import MetaRL, sample_and_adapt, sample_meta_gradients, task_seed
-from adaptrl.analysis.statistics import cosine, flatten, gradient_statistics, pearson, relative_std  # noqa: F401
+from adaptrl.analysis.statistics import gradient_statistics
 from adaptrl.errors import ConfigError, unknown_name_error
 from adaptrl.experiment.config import build_config
 from adaptrl.experiment.seeding import init_key

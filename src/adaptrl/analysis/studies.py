@@ -12,9 +12,10 @@ from typing import Any
 
 from adaptrl.analysis.gradients import ESTIMATOR_SPECS, StudyResult
 from adaptrl.errors import ConfigError
-from adaptrl.experiment.config import TrainConfig, build_config
+from adaptrl.experiment.config import build_config
 from adaptrl.experiment.evaluation import load_run
 from adaptrl.experiment.trainer import train
+from adaptrl.meta.config import TrainConfig
 
 
 def train_with_gradient_stats(algo: str, env: str, *, every: int, batches: int, iterations: int,

@@ -43,9 +43,10 @@ from adaptrl.experiment.campaigns import (
     get_experiment,
 )
 from adaptrl.experiment.checkpoints import has_checkpoint
-from adaptrl.experiment.config import TrainConfig, build_config
+from adaptrl.experiment.config import build_config
 from adaptrl.experiment.rundir import CONFIG_FILE, PROGRESS_FILE, load_run_config
 from adaptrl.experiment.trainer import TrainingDiverged, train
+from adaptrl.meta.config import TrainConfig
 
 _RESERVED = {"seed": "the seeds come from --seeds / --seed-list",
              "iterations": "the iterations are the experiment's budget times --scale"}
