@@ -333,7 +333,7 @@ def test_step_env_matches_vector_step(name, make_env):
     for i in range(2):
         task = {k: jnp.asarray(v[i]) for k, v in tasks.items()}
         sim = env.simulator
-        state = sim.reset(jax.random.PRNGKey(0), task, start_obs=jnp.asarray(obs[i, 0]))
+        state = sim.reset({}, jax.random.PRNGKey(0), task, start_obs=jnp.asarray(obs[i, 0]))
         next_state, rew, d = sim.step(sim.default_params(), state, jnp.asarray(a[i, 0]),
                                       jax.random.PRNGKey(1))
         o = sim.observe(next_state)

@@ -162,7 +162,7 @@ class LinearModelSimulator:
     def default_params(self):
         return {"W": jnp.eye(2)}
 
-    def reset(self, key, task, start_obs=None):
+    def reset(self, sim_params, key, task, start_obs=None):
         obs = jax.random.uniform(key, (2,), minval=-0.5, maxval=0.5) if start_obs is None else start_obs
         return obs
 
@@ -248,7 +248,7 @@ def test_device_family_rollout_matches_its_vector_protocol():
     for i in range(2):
         for j in range(3):
             task = {k: jnp.asarray(v[i]) for k, v in tasks.items()}
-            state = sim.reset(jax.random.PRNGKey(0), task, start_obs=jnp.asarray(obs[i, j, 0]))
+            state = sim.reset({}, jax.random.PRNGKey(0), task, start_obs=jnp.asarray(obs[i, j, 0]))
             row = []
             for t in range(9):
                 np.testing.assert_allclose(np.asarray(sim.observe(state)), obs[i, j, t], rtol=1e-5, atol=1e-6)

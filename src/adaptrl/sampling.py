@@ -87,7 +87,7 @@ def device_rollout(sim: DeviceSimulator, policy: Policy, sim_params: Any, policy
     m, r = next(iter(tasks.values())).shape[0], rollouts
     reset_key, noise_key = jax.random.split(key)
     env_tasks = jax.tree_util.tree_map(lambda x: jnp.repeat(x, r, axis=0), tasks)
-    state0 = jax.vmap(sim.reset)(jax.random.split(reset_key, m * r), env_tasks)
+    state0 = jax.vmap(sim.reset, in_axes=(None, 0, 0))(sim_params, jax.random.split(reset_key, m * r), env_tasks)
     noise = policy.sample_noise(noise_key, (horizon, m, r))
     step_keys = jax.random.split(jax.random.fold_in(key, 2), horizon)
     step_envs = jax.vmap(sim.step, in_axes=(None, 0, 0, 0))

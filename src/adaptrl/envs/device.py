@@ -2,7 +2,7 @@
 
 Their state *is* the observation, so reward and termination are exact functions of
 (obs, action, next_obs). A family is a pure simulator (:class:`FamilySimulator`, the protocol of
-:mod:`adaptrl.envs.simulator`): ``reset(key, task)`` and ``step(sim_params, state, action, key)``,
+:mod:`adaptrl.envs.simulator`): ``reset(sim_params, key, task)`` and ``step(sim_params, state, action, key)``,
 which the sampler vmaps over tasks and rollouts and runs for the whole horizon inside one
 ``lax.scan`` (:func:`adaptrl.sampling.device_rollout`). :class:`DeviceVectorEnv` also offers the
 host protocol (numpy ``reset``/``step``) so that every family can be driven the same way
@@ -190,7 +190,7 @@ class SimState(NamedTuple):
 class FamilySimulator:
     """A device family as a pure simulator (:class:`adaptrl.envs.simulator.DeviceSimulator`).
 
-    ``reset(key, task)`` draws a start state (or starts from ``start_obs``); ``step(sim_params,
+    ``reset(sim_params, key, task)`` draws a start state (or starts from ``start_obs``); ``step(sim_params,
     state, action, key)`` maps a *policy* action (rescaled and clipped as
     :func:`~adaptrl.envs.base.env_action`) to ``(next_state, reward, done)``. These analytic
     families have no parameters (``sim_params = {}``) and are deterministic (the key is unused);
@@ -204,7 +204,8 @@ class FamilySimulator:
     def default_params(self) -> dict:
         return {}
 
-    def reset(self, key: jax.Array, task: dict, start_obs: jax.Array | None = None) -> SimState:
+    def reset(self, sim_params: Any, key: jax.Array, task: dict,
+              start_obs: jax.Array | None = None) -> SimState:
         obs = self.family.init(key, task) if start_obs is None else jnp.asarray(start_obs)
         return SimState(obs, task)
 
@@ -252,7 +253,7 @@ class DeviceVectorEnv:
         )
         self.simulator = FamilySimulator(family, self.spec, self.options)
         sim = self.simulator
-        self._batched_init = jax.jit(jax.vmap(lambda key, task: sim.reset(key, task).obs))
+        self._batched_init = jax.jit(jax.vmap(lambda key, task: sim.reset({}, key, task).obs))
         self._batched_step = jax.jit(jax.vmap(
             lambda obs, action, task: _drop_key_step(sim, obs, action, task)))
         self._shape: tuple[int, int] | None = None

@@ -4,7 +4,7 @@ Two kinds of simulator implement them (docs/architecture.md):
 
 * :class:`DeviceSimulator` — pure JAX functions of explicit arguments, for one environment:
 
-      state = reset(key, task, start_obs=None)
+      state = reset(sim_params, key, task, start_obs=None)
       next_state, reward, done = step(sim_params, state, action, key)
       obs = observe(state)
 
@@ -12,7 +12,9 @@ Two kinds of simulator implement them (docs/architecture.md):
   arguments, never captured, so a learned dynamics model whose weights change every iteration is
   just another device simulator (its ensemble member is a task entry), and a rollout compiled
   once stays on the device and can be differentiated (:func:`adaptrl.sampling.device_rollout`).
-  ``reset`` from given start states is how imagined rollouts branch from real data.
+  ``reset`` from given start states is how imagined rollouts branch from real data; ``reset``
+  also takes ``sim_params`` because a learned model's start-state distribution (a pool of real
+  start states) is part of its parameters.
   ``action`` is always the *policy* action; the simulator rescales and clips it.
 
 * :class:`VectorSimulator` — the batched host protocol: ``reset(tasks, rollouts_per_task, seed)``
@@ -41,7 +43,8 @@ class DeviceSimulator(Protocol):
 
     def default_params(self) -> Any: ...
 
-    def reset(self, key: jax.Array, task: dict, start_obs: jax.Array | None = None) -> Any: ...
+    def reset(self, sim_params: Any, key: jax.Array, task: dict,
+              start_obs: jax.Array | None = None) -> Any: ...
 
     def observe(self, state: Any) -> jax.Array: ...
 
