@@ -87,7 +87,7 @@ def raw_device_steps_per_s(env: DeviceVectorEnv, tasks, rollouts: int, horizon: 
 
     @jax.jit
     def run(key):
-        state = jax.vmap(sim.reset)(jax.random.split(key, batch), env_tasks)
+        state = jax.vmap(sim.reset, in_axes=(None, 0, 0))({}, jax.random.split(key, batch), env_tasks)
         actions = jax.random.normal(key, (horizon, batch, env.spec.act_dim))
         step_keys = jax.random.split(jax.random.fold_in(key, 1), horizon * batch).reshape(horizon, batch, -1)
 
@@ -196,3 +196,136 @@ def sampler_benchmark(env_name: str, tasks: int, rollouts: int, horizon: int, *,
                       gymnasium_ratio=gym_rate / raw_rate)
     env.close()
     return result
+
+
+def models_benchmark(env_name: str, *, members: int = 5, hidden_sizes: tuple[int, ...] = (512, 512),
+                     data_episodes: int = 20, epochs: int = 3, batch_size: int = 500, tasks: int = 20,
+                     rollouts: int = 50, horizon: int = 200, planner: str = "random_shooting",
+                     candidates: int = 1000, plan_horizon: int = 10, plan_envs: int = 20, repeats: int = 3,
+                     seed: int = 0, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Model-based throughput, each figure against a reference measured in the same process
+    (docs/benchmarks.md, "Dynamics models"):
+
+    * ensemble training: member-samples/s of ``members`` models trained together (one ``vmap``)
+      against one model trained alone by the same code on the same data (``epochs`` full epochs;
+      early stopping held off by persistency 0.9999, which cannot trigger while the loss falls
+      below 1.5× its first value);
+    * imagined rollouts: env-steps/s of the model simulator in the :class:`Sampler` (policy,
+      member choice, reward, termination, clipping; ``tasks × rollouts`` environments for
+      ``horizon`` steps) against a bare jitted forward pass of the same ensemble on the same
+      batch in ``lax.scan`` (each member on its tasks' rows, no policy, no reward);
+    * planner calls/s: one jitted MPC call for ``plan_envs`` environments (``candidates`` ×
+      ``plan_horizon`` through the ensemble).
+    """
+    from adaptrl.envs import obs_reward_fn, obs_terminated_fn
+    from adaptrl.models import ensemble as ens
+    from adaptrl.models import training
+    from adaptrl.models.simulator import EnsembleDynamics, ModelSimulator, ModelVectorEnv, model_sim_params
+    from adaptrl.planners import batched_plan, make_planner
+
+    say = progress or (lambda msg: None)
+    for name, value in (("--members", members), ("--epochs", epochs), ("--repeats", repeats),
+                        ("--tasks", tasks), ("--rollouts", rollouts), ("--horizon", horizon)):
+        require_positive_int(name, value)
+    if tasks % members:
+        raise ConfigError(f"--tasks ({tasks}) must be a multiple of --members ({members}): task i is "
+                          "imagined with member i mod K.")
+    env = make(env_name)
+    spec = env.spec
+    say("collecting random transitions")
+    rng = np.random.default_rng(seed)
+    one_task = env.sample_tasks(1, 0)
+    obs = env.reset(one_task, data_episodes, seed=seed)
+    rows = []
+    for _ in range(spec.horizon):
+        act = rng.uniform(spec.policy_action_low, spec.policy_action_high, (1, data_episodes, spec.act_dim))
+        nxt, _, _, _ = env.step(act)
+        a_env = env_action(act, spec.action_low, spec.action_high, spec.normalize_actions)
+        rows.append((obs.reshape(-1, spec.obs_dim), a_env.reshape(-1, spec.act_dim),
+                     nxt.reshape(-1, spec.obs_dim)))
+        obs = nxt
+    data = [np.concatenate(part).astype(np.float32) for part in zip(*rows, strict=True)]
+    n_rows = len(data[0])
+
+    def training_rate(k: int) -> float:
+        model_spec = ens.EnsembleSpec(spec.obs_dim, spec.act_dim, members=k,
+                                      hidden_sizes=tuple(hidden_sizes))
+        settings = training.FitSettings(batch_size=batch_size, max_epochs=epochs, persistency=0.9999)
+        state = training.init_model_state(model_spec, settings, jax.random.PRNGKey(seed))
+        training.fit(model_spec, settings, state, *data, jax.random.PRNGKey(seed))  # compile
+        seconds = _median_time(lambda: jax.block_until_ready(
+            training.fit(model_spec, settings, state, *data, jax.random.PRNGKey(seed + 1))[0].params),
+            repeats)
+        train_rows = n_rows - round(settings.valid_split * n_rows)
+        return k * train_rows * epochs / seconds
+
+    say(f"training {members} members together")
+    ensemble_rate = training_rate(members)
+    say("training one member alone")
+    single_rate = training_rate(1)
+
+    model_spec = ens.EnsembleSpec(spec.obs_dim, spec.act_dim, members=members,
+                                  hidden_sizes=tuple(hidden_sizes))
+    model = ens.init_ensemble(model_spec, jax.random.PRNGKey(seed))
+    obs_low, obs_high = data[0].min(0) - 1.0, data[0].max(0) + 1.0
+    dynamics = EnsembleDynamics(model_spec)
+    sim = ModelSimulator(spec, dynamics, obs_reward_fn(env), obs_terminated_fn(env), member_choice="task")
+    model_env = ModelVectorEnv(sim, lambda n, s: {k: np.repeat(v, n, axis=0) for k, v in one_task.items()})
+    policy = make_policy(spec.act_dim)
+    params = per_task(init_params(policy, jax.random.PRNGKey(seed), spec.obs_dim), tasks)
+    sampler = Sampler(model_env, policy, rollouts, horizon)
+    model_tasks = model_env.sample_tasks(tasks, 0)
+    sim_params = model_sim_params(model, data[0][:100], obs_low, obs_high, members)
+    say("imagined rollouts")
+    sampler.collect(params, model_tasks, jax.random.PRNGKey(seed), sim_params=sim_params)
+    imagine_s = _median_time(lambda: sampler.collect(params, model_tasks, jax.random.PRNGKey(seed + 1),
+                                                     sim_params=sim_params), repeats)
+    n_envs = tasks * rollouts
+    per_member = n_envs // members
+
+    @jax.jit
+    def bare_forward(model, obs0, action):
+        def step(o, _):
+            return jax.vmap(lambda k, ok: dynamics.member_next(model, k, ok, action[: ok.shape[0]], None))(
+                jnp.arange(members), o), None
+        return jax.lax.scan(step, obs0, None, length=horizon)[0]
+
+    obs0 = jnp.asarray(np.resize(data[0], (members, per_member, spec.obs_dim)))
+    zero_action = jnp.zeros((per_member, spec.act_dim), jnp.float32)
+    jax.block_until_ready(bare_forward(model, obs0, zero_action))
+    forward_s = _median_time(lambda: jax.block_until_ready(bare_forward(model, obs0, zero_action)), repeats)
+
+    say("planner calls")
+    mpc = make_planner(planner, horizon=plan_horizon, candidates=candidates)
+    low = jnp.asarray(spec.policy_action_low, jnp.float32)
+    high = jnp.asarray(spec.policy_action_high, jnp.float32)
+    reward_fn, terminated_fn = obs_reward_fn(env), obs_terminated_fn(env)
+    task = {k: jnp.asarray(v[0]) for k, v in one_task.items()}
+
+    def plan_step(p, o, a, particle, key):
+        a_env = env_action(a, jnp.asarray(spec.action_low), jnp.asarray(spec.action_high),
+                           spec.normalize_actions, xp=jnp)
+        nxt = dynamics.member_next(p, particle % members, o[None], a_env[None], key)[0]
+        return nxt, reward_fn(o, a, nxt, task), terminated_fn(nxt)
+
+    plan = jax.jit(lambda p, s, o, k: batched_plan(mpc, plan_step, p, s, o, k, low, high))
+    states = jax.vmap(lambda _: mpc.init(spec.act_dim, low, high))(jnp.arange(plan_envs))
+    plan_obs = jnp.asarray(data[0][:plan_envs])
+    jax.block_until_ready(plan(model, states, plan_obs, jax.random.PRNGKey(0)))
+    plan_s = _median_time(
+        lambda: jax.block_until_ready(plan(model, states, plan_obs, jax.random.PRNGKey(1))), repeats)
+    env.close()
+    return {
+        "env": spec.name, "members": members, "hidden_sizes": list(hidden_sizes), "data_rows": n_rows,
+        "epochs": epochs, "batch_size": batch_size,
+        "ensemble_member_samples_per_s": ensemble_rate, "single_member_samples_per_s": single_rate,
+        "ensemble_cost_ratio": single_rate / ensemble_rate,
+        "imagined_envs": n_envs, "imagined_horizon": horizon,
+        "imagined_steps_per_s": n_envs * horizon / imagine_s,
+        "forward_steps_per_s": n_envs * horizon / forward_s,
+        "imagined_to_forward": forward_s / imagine_s,
+        "planner": planner, "plan_candidates": candidates, "plan_horizon": plan_horizon,
+        "plan_envs": plan_envs,
+        "planner_calls_per_s": 1.0 / plan_s,
+        "planner_env_steps_per_s": plan_envs / plan_s,
+    }

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -87,10 +87,15 @@ def device_rollout(sim: DeviceSimulator, policy: Policy, sim_params: Any, policy
     m, r = next(iter(tasks.values())).shape[0], rollouts
     reset_key, noise_key = jax.random.split(key)
     env_tasks = jax.tree_util.tree_map(lambda x: jnp.repeat(x, r, axis=0), tasks)
-    state0 = jax.vmap(sim.reset, in_axes=(None, 0, 0))(sim_params, jax.random.split(reset_key, m * r), env_tasks)
+    reset_keys = jax.random.split(reset_key, m * r)
+    state0 = jax.vmap(sim.reset, in_axes=(None, 0, 0))(sim_params, reset_keys, env_tasks)
     noise = policy.sample_noise(noise_key, (horizon, m, r))
     step_keys = jax.random.split(jax.random.fold_in(key, 2), horizon)
-    step_envs = jax.vmap(sim.step, in_axes=(None, 0, 0, 0))
+    if hasattr(sim, "step_batch"):  # a simulator that steps the whole batch itself (a learned model)
+        def step_envs(params, states, actions, keys):
+            return sim.step_batch(params, states, actions, keys, rollouts=r)
+    else:
+        step_envs = jax.vmap(sim.step, in_axes=(None, 0, 0, 0))
 
     def step(carry, inputs):
         state, active = carry
@@ -226,52 +231,112 @@ class Sampler:
     def _host_rollout(self, params: Params, tasks: Tasks, key: jax.Array) -> Trajectories:
         env, t_max, r = self.env, self.horizon, self.rollouts_per_task
         m = num_tasks(tasks)
-        act_dim, obs_dim = env.spec.act_dim, env.spec.obs_dim
+        act_dim = env.spec.act_dim
         reset_key, noise_key = jax.random.split(key)
         seed = int(jax.random.randint(reset_key, (), 0, np.iinfo(np.int32).max))
         noise = jax.tree_util.tree_map(np.asarray, self.policy.sample_noise(noise_key, (t_max, m, r)))
 
-        observations = np.zeros((m, r, t_max, obs_dim), np.float32)
-        policy_out = None
-        rewards = np.zeros((m, r, t_max), np.float32)
-        mask = np.zeros((m, r, t_max), np.float32)
-        dones = np.zeros((m, r, t_max), np.float32)
-        policy_time = env_time = 0.0
-        diverged_before = env.diverged_total
+        def act(t: int, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            noise_t = jax.tree_util.tree_map(lambda x: x[t], noise)
+            out = np.asarray(self._policy_step(params, obs, noise_t))
+            return out[..., :act_dim], out
 
-        start = time.perf_counter()
-        obs = env.reset(tasks, r, seed=seed)
-        env_time += time.perf_counter() - start
-        active = np.ones((m, r), dtype=bool)
-        for t in range(t_max):
-            start = time.perf_counter()
-            observations[:, :, t] = obs
-            noise_t = jax.tree_util.tree_map(lambda x, t=t: x[t], noise)
-            out = np.asarray(self._policy_step(params, observations[:, :, t], noise_t))
-            if policy_out is None:
-                policy_out = np.zeros((m, r, t_max, out.shape[-1]), np.float32)
-            policy_out[:, :, t] = out
-            policy_time += time.perf_counter() - start
-            start = time.perf_counter()
-            mask[:, :, t] = active
-            obs, reward, done, _ = env.step(out[..., :act_dim])
-            rewards[:, :, t] = reward
-            dones[:, :, t] = done & active
-            active = active & ~done
-            env_time += time.perf_counter() - start
-            if not active.any():
-                break
-        self.stats = {"PolicyExecTime": policy_time, "EnvExecTime": env_time,
-                      "NumDiverged": env.diverged_total - diverged_before}
-        actions, dist, log_probs = self._unpack(policy_out, params, observations[:, :, 0],
+        loop = host_loop(env, tasks, r, t_max, seed, act)
+        self.stats = loop.stats
+        actions, dist, log_probs = self._unpack(loop.extras, params, loop.observations[:, :, 0],
                                                 jax.tree_util.tree_map(lambda x: x[0], noise))
-        return Trajectories(
-            observations=observations,
-            actions=actions,
-            rewards=rewards,
-            mask=mask,
-            dones=dones,
-            dist=dist,
-            log_probs=log_probs,
-            final_observations=np.asarray(obs, np.float32),
-        )
+        return Trajectories(observations=loop.observations, actions=actions, rewards=loop.rewards,
+                            mask=loop.mask, dones=loop.dones, dist=dist, log_probs=log_probs,
+                            final_observations=loop.final_observations)
+
+
+class HostLoop(NamedTuple):
+    """What :func:`host_loop` recorded, ``[M, R, T, ...]`` numpy arrays."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    extras: np.ndarray | None
+    rewards: np.ndarray
+    mask: np.ndarray
+    dones: np.ndarray
+    final_observations: np.ndarray
+    stats: dict[str, float]
+
+
+def host_loop(env: VectorSimulator, tasks: Tasks, rollouts: int, horizon: int, seed: int,
+              act: Any) -> HostLoop:
+    """The one host rollout loop: ``rollouts`` episodes of every task, stepped together.
+
+    ``act(t, obs [M, R, obs]) → (env actions [M, R, act], extra [M, R, W] or None)`` is called
+    once per step for all environments (a jitted policy, or an MPC planner on a model); the
+    ``extra`` arrays (e.g. the distribution the policy sampled from) are recorded with the step.
+    Terminated episodes are masked from their last step on; the loop ends early when all are."""
+    m, r, t_max = num_tasks(tasks), rollouts, horizon
+    obs_dim, act_dim = env.spec.obs_dim, env.spec.act_dim
+    observations = np.zeros((m, r, t_max, obs_dim), np.float32)
+    actions = np.zeros((m, r, t_max, act_dim), np.float32)
+    extras = None
+    rewards = np.zeros((m, r, t_max), np.float32)
+    mask = np.zeros((m, r, t_max), np.float32)
+    dones = np.zeros((m, r, t_max), np.float32)
+    policy_time = env_time = 0.0
+    diverged_before = env.diverged_total
+
+    start = time.perf_counter()
+    obs = env.reset(tasks, r, seed=seed)
+    env_time += time.perf_counter() - start
+    active = np.ones((m, r), dtype=bool)
+    for t in range(t_max):
+        start = time.perf_counter()
+        observations[:, :, t] = obs
+        action, extra = act(t, observations[:, :, t])
+        actions[:, :, t] = action
+        if extra is not None:
+            if extras is None:
+                extras = np.zeros((m, r, t_max, extra.shape[-1]), np.float32)
+            extras[:, :, t] = extra
+        policy_time += time.perf_counter() - start
+        start = time.perf_counter()
+        mask[:, :, t] = active
+        obs, reward, done, _ = env.step(action)
+        rewards[:, :, t] = reward
+        dones[:, :, t] = done & active
+        active = active & ~done
+        env_time += time.perf_counter() - start
+        if not active.any():
+            break
+    stats = {"PolicyExecTime": policy_time, "EnvExecTime": env_time,
+             "NumDiverged": env.diverged_total - diverged_before}
+    return HostLoop(observations, actions, extras, rewards, mask, dones,
+                    np.asarray(obs, np.float32), stats)
+
+
+class Controller(Protocol):
+    """A stateful actor for the host loop (an MPC planner on a model; docs/model-based.md):
+    ``carry = init(batch, key)``, then per step ``action, carry = act(carry, obs [B, obs], key)``."""
+
+    def init(self, batch: int, key: jax.Array) -> Any: ...
+
+    def act(self, carry: Any, obs: np.ndarray, key: jax.Array) -> tuple[np.ndarray, Any]: ...
+
+
+def controller_rollouts(env: VectorSimulator, controller: Controller, tasks: Tasks, key: jax.Array, *,
+                        rollouts: int, horizon: int) -> tuple[Trajectories, dict[str, float]]:
+    """Episodes of a :class:`Controller` on a vector env (host loop), as :class:`Trajectories`
+    (``dist`` is None and ``log_probs`` zero: a planner has no action density), with the loop's
+    timings (``PolicyExecTime`` is the planning time)."""
+    tasks = check_tasks(tasks, env.sample_tasks(1, 0), env.spec.name)
+    m, r = num_tasks(tasks), require_positive_int("rollouts", rollouts)
+    reset_key, init_key, act_key = jax.random.split(key, 3)
+    seed = int(jax.random.randint(reset_key, (), 0, np.iinfo(np.int32).max))
+    carry = [controller.init(m * r, init_key)]
+
+    def act(t: int, obs: np.ndarray) -> tuple[np.ndarray, None]:
+        action, carry[0] = controller.act(carry[0], obs.reshape(m * r, -1), jax.random.fold_in(act_key, t))
+        return np.asarray(action).reshape(m, r, -1), None
+
+    loop = host_loop(env, tasks, r, require_positive_int("horizon", horizon), seed, act)
+    traj = Trajectories(observations=loop.observations, actions=loop.actions, rewards=loop.rewards,
+                        mask=loop.mask, dones=loop.dones, dist=None,
+                        log_probs=np.zeros_like(loop.rewards), final_observations=loop.final_observations)
+    return traj, loop.stats

@@ -66,7 +66,7 @@ class Algorithm(Protocol):
 class AlgorithmSpec:
     """A registered algorithm: its name, a one-line description, the composition its default
     preset sets, the paper's per-environment settings (``--preset paper``) and its builder
-    ``build(config) → Algorithm``."""
+    ``build(config) → Algorithm``, and the setting groups it uses."""
 
     name: str
     description: str
@@ -74,6 +74,9 @@ class AlgorithmSpec:
     build: Callable[[Any], Algorithm]
     paper_settings: Callable[[str], dict[str, Any]] = field(default=lambda env: {})
     paper: str = ""
+    settings: tuple[str, ...] = ("run", "meta")
+    """The setting groups it uses (:data:`adaptrl.meta.config.SETTING_GROUPS`): what ``--set``
+    accepts and what its ``config.yaml`` holds."""
 
 
 ALGORITHMS: Registry[AlgorithmSpec] = Registry("algorithm")

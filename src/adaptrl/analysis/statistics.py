@@ -79,3 +79,16 @@ def gradient_statistics(grads: np.ndarray, truth: np.ndarray | None = None) -> d
         out["cos_truth"] = float(np.mean([cosine(g, truth) for g in grads]))
         out["pearson_of_mean"] = pearson(mean, truth)
     return out
+
+
+def mean_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``values`` and its Student-t confidence interval ``mean ± t_{n−1}·s/√n`` at
+    ``level`` (s the sample std, ddof = 1). With one value the interval is undefined: NaN."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64).ravel()
+    mean = float(values.mean())
+    if values.size < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
+    return mean, mean - half, mean + half

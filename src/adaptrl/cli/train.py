@@ -11,7 +11,7 @@ from adaptrl.errors import ConfigError
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``train`` to ``subparsers`` (an argparse subparsers object); returns its parser."""
     from adaptrl.algorithms import ALGORITHMS
-    from adaptrl.meta.config import FIELD_HELP
+    from adaptrl.meta.config import FIELD_HELP, setting_group
     from adaptrl.meta.learner import OUTER_OPTIMIZERS
     from adaptrl.meta.surrogates import INNER_SURROGATES, OUTER_SURROGATES
     from adaptrl.processing import BASELINES
@@ -23,8 +23,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         f"  {setting}:\n" + "\n".join(f"    {name:<17} {text}"
                                        for name, text in registry.descriptions().items())
         for setting, registry in registries)
-    settings = "\n".join(f"  {name:<21} {text}" for name, text in FIELD_HELP.items()
-                         if name not in ("algo", "env"))
+    group_titles = {"run": "run", "meta": "policy and meta-RL (meta-RL algorithms)",
+                    "model": "model-based: real data, dynamics ensemble, model as a simulator",
+                    "planner": "model-based: MPC planner"}
+    settings = "\n".join(
+        f"  [{title}]\n" + "\n".join(f"    {name:<22} {text}" for name, text in FIELD_HELP.items()
+                                     if name not in ("algo", "env") and setting_group(name) == group)
+        for group, title in group_titles.items())
     parser = subparsers.add_parser(
         "train", help="meta-train an algorithm", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
@@ -81,15 +86,32 @@ def run(args: argparse.Namespace) -> None:
             overrides["iterations"] = args.iterations
         config = build_config(args.algo, args.env, preset=args.preset, overrides=overrides)
         run_dir = Path(args.out or f"runs/{config.algo}-{config.env}-seed{config.seed}")
-    console.print(f"[bold]{config.algo}[/bold] on {config.env}: {config.tasks_per_iter} tasks × "
-                  f"{config.rollouts_per_task} rollouts × {config.horizon} steps, K = {config.inner_steps}"
-                  f" → {run_dir}")
+    console.print(f"[bold]{config.algo}[/bold] on {config.env}: {describe(config)} → {run_dir}")
     result = train(config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress)
     if result.interrupted:
         console.print(f"interrupted: checkpoint written; continue with adaptrl train --resume {run_dir}")
         raise KeyboardInterrupt
     last = result.rows[-1] if result.rows else {}
-    k = config.inner_steps
     if last:
-        console.print(f"done: itr {int(last['Itr'])}, pre-update return {last['Step_0-AverageReturn']:.2f}, "
-                      f"post-update return {last[f'Step_{k}-AverageReturn']:.2f}; results in {run_dir}")
+        shown = ", ".join(f"{label} {last.get(key, float('nan')):.2f}"
+                          for label, key in result.headline.items())
+        console.print(f"done: itr {int(last['Itr'])}, {shown}; results in {run_dir}")
+
+
+def describe(config: Any) -> str:
+    """One line on what a run does, from the setting groups its algorithm uses."""
+    from adaptrl.algorithms import ALGORITHMS
+
+    groups = ALGORITHMS.get(config.algo).settings
+    parts = []
+    if "model" in groups:
+        sizes = "×".join(str(h) for h in config.model_hidden_sizes)
+        parts.append(f"{config.model_members} models ({sizes}), {config.real_steps_per_iter} real steps "
+                     f"per iteration × {config.horizon}-step episodes")
+    if "planner" in groups:
+        parts.append(f"{config.planner} planner ({config.plan_candidates} candidates × "
+                     f"{config.plan_horizon} steps)")
+    if "meta" in groups and "model" not in groups:
+        parts.append(f"{config.tasks_per_iter} tasks × {config.rollouts_per_task} rollouts × "
+                     f"{config.horizon} steps, K = {config.inner_steps}")
+    return "; ".join(parts)

@@ -7,20 +7,21 @@ from typing import Any
 
 import numpy as np
 
-from adaptrl.envs import ALIASES, family_names, make
-from adaptrl.envs.mujoco_families import FAMILIES as MUJOCO_FAMILIES
+from adaptrl.envs import ALIASES, family_backend, family_names, is_single_task, make
 
 
 def family_info(name: str) -> dict[str, Any]:
     """One family's description: name, aliases, obs/act dimensions, horizon, dt, backend, task
-    distribution, paper and deviations from the original code (JSON-serialisable)."""
-    env = make(name, **({"num_threads": 1} if name in MUJOCO_FAMILIES else {}))
+    distribution (``"single task"`` for the single-task environments, also flagged by
+    ``single_task``), paper and deviations from the original code (JSON-serialisable)."""
+    env = make(name, **({"num_threads": 1} if family_backend(name) == "host" else {}))
     try:
         spec = env.spec
         return {
             "name": name, "aliases": [a for a, target in ALIASES.items() if target == name],
             "obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "horizon": spec.horizon, "dt": spec.dt,
-            "backend": spec.backend, "tasks": spec.task_description, "paper": spec.paper,
+            "backend": spec.backend, "tasks": spec.task_description,
+            "single_task": is_single_task(name), "paper": spec.paper,
             "deviations": list(spec.deviations),
         }
     finally:

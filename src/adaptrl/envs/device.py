@@ -25,6 +25,13 @@ docs/environments.md, "Point and 1-D families"):
   actions not normalised.
 * ``Point1DRandGoal`` (TMAML §5.3): as ``Point1D`` with goal ~ U(−1, 1). TMAML does not state
   reward or horizon; we use Point1D's (documented choice, docs/environments.md).
+
+Single-task environment (:data:`SINGLE_TASK_FAMILIES`; docs/environments.md, "Single-task
+environments for model-based RL"):
+
+* ``Point2D`` (Clavera thesis §5.5.4, MDP in App. B.3): S = R², A = [−0.1, 0.1]², s₀ ~ U[−2, 2]²,
+  s' = s + clip(a), reward r(s, a) = −‖s‖² (the state the action is taken in, as App. B.3 writes
+  it), horizon 30, never terminates, actions not normalised; one task (``{"task_id": 0}``).
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from adaptrl.envs.base import (
     num_tasks,
     signs,
 )
+from adaptrl.envs.mujoco_families import SINGLE_TASK_KEY, single_tasks
 from adaptrl.errors import ConfigError, require_positive_int
 
 CORNERS = np.array([[-2.0, -2.0], [2.0, -2.0], [-2.0, 2.0], [2.0, 2.0]])
@@ -73,9 +81,15 @@ class DeviceFamily:
     paper: str = ""
     deviations: tuple[str, ...] = ()
 
+    @property
+    def single_task(self) -> bool:
+        """One MDP: every task is the trivial ``{"task_id": 0}``."""
+        return self.task_keys == (SINGLE_TASK_KEY,)
+
     def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Merge user task options with the defaults; reject unknown or malformed ones."""
-        merged = merge_task_options(self.name, self.task_options, options, "normalize_actions")
+        merged = merge_task_options(self.name, self.task_options, options,
+                                    "normalize_actions and horizon")
         if "reward_type" in merged and merged["reward_type"] not in REWARD_TYPES:
             raise ConfigError(
                 f"{self.name}: reward_type must be one of {', '.join(REWARD_TYPES)}, "
@@ -176,6 +190,28 @@ _add(DeviceFamily(
 ))
 
 
+def point2d_reward(obs, action, next_obs, task):
+    """Point2D reward ``−‖s‖²`` of the state the action is taken in (Clavera thesis App. B.3:
+    r(s_t, a_t) = −‖s_t‖²)."""
+    return -jnp.sum(obs * obs, axis=-1)
+
+
+SINGLE_TASK_FAMILIES: dict[str, DeviceFamily] = {}
+"""Point2D: one MDP (Clavera thesis §5.5.4)."""
+
+SINGLE_TASK_FAMILIES["Point2D"] = DeviceFamily(
+    name="Point2D", obs_dim=2, act_dim=2, action_bound=0.1, horizon=30,
+    init=lambda key, task: jax.random.uniform(key, (2,), minval=-2.0, maxval=2.0),
+    dynamics=lambda obs, a: obs + a,
+    reward=point2d_reward,
+    sample_task_fn=lambda rng, n, options: single_tasks(n),
+    task_keys=(SINGLE_TASK_KEY,), task_description="single task (goal: the origin)",
+    normalize_actions=False,
+    paper="Clavera thesis §5.5.4 / App. B.3 (MB-MPO plasticity study)",
+    deviations=("none: the MDP of App. B.3 exactly (reward on the pre-step state s_t)",),
+)
+
+
 class SimState(NamedTuple):
     """The state of one device-simulated environment: its observation and its task entries.
 
@@ -234,19 +270,23 @@ class FamilySimulator:
 class DeviceVectorEnv:
     """A device simulator behind the vector protocol (numpy ``reset``/``step`` of ``[M, R]``
     environments, as :class:`adaptrl.envs.host.HostVectorEnv`), so every family can be driven the
-    same way (Gymnasium wrapper, tests). The pure functions are :attr:`simulator`'s."""
+    same way (Gymnasium wrapper, tests). The pure functions are :attr:`simulator`'s.
+
+    Options: ``normalize_actions`` (default: the family's), ``horizon`` (``spec.horizon``, the
+    default trajectory length; default the family's) and the family's task options."""
 
     def __init__(self, family: DeviceFamily, *, normalize_actions: bool | None = None,
-                 **task_options: Any):
+                 horizon: int | None = None, **task_options: Any):
         self.family = family
         self.options = family.validate_options(task_options)
         self.normalize_actions = (
             family.normalize_actions if normalize_actions is None else bool(normalize_actions)
         )
+        horizon = require_positive_int("horizon", family.horizon if horizon is None else horizon)
         bound = np.full(family.act_dim, family.action_bound)
         self.spec = EnvSpec(
             name=family.name, obs_dim=family.obs_dim, act_dim=family.act_dim,
-            action_low=-bound, action_high=bound, horizon=family.horizon, dt=1.0,
+            action_low=-bound, action_high=bound, horizon=horizon, dt=1.0,
             backend="device", task_description=family.task_description,
             normalize_actions=self.normalize_actions, paper=family.paper,
             deviations=family.deviations,

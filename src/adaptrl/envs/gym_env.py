@@ -3,8 +3,12 @@
 It runs on the same simulator code as the vectorised environments (a batch of one), so rewards,
 observations and terminations are identical. Meta-RL methods switch tasks with
 ``env.unwrapped.sample_tasks(n)`` (a list of task dicts, drawn from the env's ``np_random``),
-``set_task(task)`` and ``get_task()``. The episode length limit is the family's paper horizon
-(``max_episode_steps``), applied by Gymnasium's ``TimeLimit``.
+``set_task(task)`` and ``get_task()`` (single-task environments: the one task
+``{"task_id": 0}``). The episode length limit is the family's paper horizon
+(``max_episode_steps``), applied by Gymnasium's ``TimeLimit``; to change it use Gymnasium's own
+option, ``gymnasium.make("adaptrl/HalfCheetah-v0", max_episode_steps=1000)``. The vector env's
+``horizon`` option is not accepted here, because the ``TimeLimit`` that Gymnasium wraps around the
+env would still end episodes at the registered length.
 
 ``import adaptrl`` registers the ids; without it use ``gymnasium.make("adaptrl:adaptrl/<Name>-v0")``.
 """
@@ -16,11 +20,16 @@ from typing import Any, ClassVar
 import gymnasium
 import numpy as np
 
-from adaptrl.envs import DeviceVectorEnv, canonical_name, make
+from adaptrl.envs import (
+    DeviceVectorEnv,
+    canonical_name,
+    family_backend,
+    family_horizon,
+    family_names,
+    make,
+)
 from adaptrl.envs.base import Task, check_tasks, stack_tasks, unstack_tasks
-from adaptrl.envs.device import FAMILIES as DEVICE_FAMILIES
 from adaptrl.envs.mujoco_families import ALIASES
-from adaptrl.envs.mujoco_families import FAMILIES as MUJOCO_FAMILIES
 from adaptrl.errors import ConfigError
 
 
@@ -34,7 +43,13 @@ class MetaEnv(gymnasium.Env):
         name = canonical_name(name)
         if render_mode not in (None, "rgb_array"):
             raise ConfigError(f"render_mode must be None or 'rgb_array', got {render_mode!r}.")
-        if name in MUJOCO_FAMILIES:
+        if "horizon" in options:
+            raise ConfigError(
+                f"gymnasium.make('adaptrl/{name}-v0') takes the episode length as Gymnasium's "
+                f"max_episode_steps={options['horizon']!r} (its TimeLimit ends the episodes), not "
+                "as horizon; horizon is an option of adaptrl.envs.make."
+            )
+        if family_backend(name) == "host":
             options.setdefault("num_threads", 1)
         self._venv = make(name, **options)
         spec = self._venv.spec
@@ -143,7 +158,7 @@ def _draw_point(obs: np.ndarray | None, task: Task, width: int, height: int) -> 
 
 def register_envs() -> None:
     """Register every family and alias as ``adaptrl/<Name>-v0`` (idempotent)."""
-    horizons = {n: f.horizon for n, f in {**MUJOCO_FAMILIES, **DEVICE_FAMILIES}.items()}
+    horizons = {n: family_horizon(n) for n in family_names()}
     for name in [*horizons, *ALIASES]:
         env_id = f"adaptrl/{name}-v0"
         if env_id in gymnasium.registry:

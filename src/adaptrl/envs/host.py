@@ -6,6 +6,11 @@ then reads observations, rewards and terminations with vectorised numpy. Environ
 terminated are left out of the call (they stop being simulated). RandParams families pass one
 model per environment (a per-task copy with the task's physics parameters).
 
+Rewards: the task families reward the displacement of the tracked point over the frame skip
+(exact average velocity); the single-task environments (``family.reward_from_observation``) are
+rewarded by :meth:`~adaptrl.envs.mujoco_families.MujocoFamily.observation_reward` on
+``(obs, action, next_obs)``, the function :func:`adaptrl.envs.obs_reward_fn` gives learned models.
+
 A diverging state (non-finite, or reset by MuJoCo's own instability check, which we detect by the
 simulation clock jumping back) ends that episode: it is marked done with zero reward, counted in
 :attr:`HostVectorEnv.diverged_total` and logged, and the rest of the batch carries on.
@@ -150,13 +155,18 @@ class HostVectorEnv:
 
     Layout: ``reset`` takes ``M`` tasks and ``R`` rollouts per task; observations, actions,
     rewards and dones are ``[M, R, ...]`` arrays (numpy in, numpy out).
+
+    Options: ``normalize_actions`` (default: the family's, on for the task families, off for the
+    single-task environments), ``horizon`` (default trajectory length ``spec.horizon``; default
+    the family's), ``num_threads`` and the family's task options.
     """
 
     def __init__(
         self,
         family: MujocoFamily,
         *,
-        normalize_actions: bool = True,
+        normalize_actions: bool | None = None,
+        horizon: int | None = None,
         num_threads: int | None = None,
         **task_options: Any,
     ):
@@ -165,7 +175,10 @@ class HostVectorEnv:
 
         self.family = family
         self.options = family.validate_options(task_options)
-        self.normalize_actions = bool(normalize_actions)
+        self.normalize_actions = (
+            family.normalize_actions if normalize_actions is None else bool(normalize_actions)
+        )
+        horizon = require_positive_int("horizon", family.horizon if horizon is None else horizon)
         self.num_threads = require_positive_int(
             "num_threads", default_num_threads() if num_threads is None else num_threads
         )
@@ -185,7 +198,7 @@ class HostVectorEnv:
             act_dim=self.model.nu,
             action_low=low,
             action_high=high,
-            horizon=family.horizon,
+            horizon=horizon,
             dt=self.physics.dt,
             backend="host",
             task_description=family.task_description,
@@ -303,12 +316,16 @@ class HostVectorEnv:
             qpos[diverged] = state_in[diverged, 1 : 1 + nq]
             qvel[diverged] = state_in[diverged, 1 + nq : 1 + nq + nv]
         obs, point = self.physics.observe(qpos, qvel, ctrl)
-        prev_point = self._point if all_active else self._point[idx]
-        motion = {"velocity": (point - prev_point) / self.physics.dt, "position": point}
         env_tasks = self._env_tasks if all_active else {
             k: v[idx] for k, v in self._env_tasks.items()
         }
-        rew, terms = self.family.reward(np, motion, ctrl, env_tasks, self.family.frame_skip)
+        if self.family.reward_from_observation:  # the learned models' reward function itself
+            prev_obs = self._obs if all_active else self._obs[idx]
+            rew, terms = self.family.observation_reward(np, prev_obs, ctrl, obs, env_tasks)
+        else:
+            prev_point = self._point if all_active else self._point[idx]
+            motion = {"velocity": (point - prev_point) / self.physics.dt, "position": point}
+            rew, terms = self.family.reward(np, motion, ctrl, env_tasks, self.family.frame_skip)
         term = np.zeros(idx.size, dtype=bool)
         if self.family.terminated is not None:
             term |= np.asarray(self.family.terminated(np, obs))

@@ -10,6 +10,14 @@ what model-based methods have on imagined states.
 
 All numbers come from the original ProMP code (documented in docs/environments.md); the task
 families are those of ProMP (Rothfuss et al., 2019) App. D.2 and TMAML (Liu et al., 2019) §5.1.
+
+:data:`SINGLE_TASK_FAMILIES` holds the single-task locomotion environments of the model-based
+chapters of Clavera's thesis (2020; MB-MPO §5.5, App. B.3): HalfCheetah, Ant, Walker2D, Hopper
+and Swimmer. Their reward is a function of ``(obs, action, next_obs)`` that reads the root's
+velocity from ``next_obs`` (``reward_from_observation``), and the simulator computes it with that
+very function (:meth:`MujocoFamily.observation_reward`), so the reward of an imagined transition
+is the real one (docs/environments.md, "Single-task environments for model-based RL").
+
 Differences, each listed in the family's ``deviations``:
 
 * Contact forces. MuJoCo ≥ 2 only fills ``cfrc_ext`` when ``mj_rnePostConstraint`` runs, and
@@ -105,12 +113,32 @@ class MujocoFamily:
     deviations: tuple[str, ...] = ()
     settotalmass: float | None = None
     direction_dims: int = 1
+    reward_from_observation: bool = False
+    """The simulator's reward reads the motion from the observations (:meth:`observation_reward`)
+    instead of the displacement of the tracked point over the frame skip."""
+    normalize_actions: bool = True
+    """Default of the ``normalize_actions`` option."""
+
+    @property
+    def single_task(self) -> bool:
+        """One MDP: every task is the trivial ``{"task_id": 0}`` (:func:`single_tasks`)."""
+        return self.task_keys == (SINGLE_TASK_KEY,)
+
+    def observation_reward(self, xp, obs, action, next_obs, task):
+        """``(reward, terms)`` of a transition from observations: the family's reward with the
+        motion read from ``(obs, next_obs)`` (``obs_motion``). ``action`` is the action the
+        simulator receives. :func:`adaptrl.envs.obs_reward_fn` calls it with ``xp = jax.numpy``;
+        the simulator of a ``reward_from_observation`` family calls it with ``xp = numpy``."""
+        motion = self.obs_motion(xp, obs, next_obs)
+        return self.reward(xp, motion, action, task, self.frame_skip)
 
     def sample_tasks(self, rng: np.random.Generator, n: int, options: dict[str, Any], model) -> Tasks:
         """Draw ``n`` tasks with the family's task options."""
         if self.rand_params is not None:
             return self.rand_params.sample(rng, n, model, float(options["log_scale_limit"]))
         key = self.task_keys[0]
+        if key == SINGLE_TASK_KEY:
+            return single_tasks(n)
         if key == "direction" and self.direction_dims == 1:
             return {key: signs(rng, n)}
         if key == "direction":
@@ -130,7 +158,7 @@ class MujocoFamily:
     def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Merge user task options with the defaults; reject unknown or malformed ones."""
         merged = merge_task_options(self.name, self.task_options, options,
-                                    "normalize_actions and num_threads")
+                                    "normalize_actions, horizon and num_threads")
         if "velocity_range" in merged:
             value = merged["velocity_range"]
             try:
@@ -150,6 +178,18 @@ class MujocoFamily:
             if key in merged and not float(merged[key]) >= 0:
                 raise ConfigError(f"{self.name}: {key} must be >= 0, got {merged[key]!r}.")
         return merged
+
+
+SINGLE_TASK_KEY = "task_id"
+"""The one entry of a single-task environment's task (always 0)."""
+
+
+def single_tasks(n: int) -> Tasks:
+    """``n`` copies of the only task of a single-task environment: ``{"task_id": zeros(n)}``.
+
+    Single-task environments have one MDP; this trivial task distribution lets the samplers and
+    the meta-learning code, which work on task batches, use them unchanged."""
+    return {SINGLE_TASK_KEY: np.zeros(n)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,6 +245,22 @@ def _forward_reward(ctrl_coef: float, alive: float) -> RewardFn:
     return reward
 
 
+def _mb_forward_reward(ctrl_coef: float, alive: float, clip: float | None = None,
+                       action_scale: float = 1.0) -> RewardFn:
+    """``clip(v_x − ctrl_coef·‖a/action_scale‖² + alive, ±clip)``: the MB-MPO environments
+    (Clavera thesis §5.5, App. B.3), with ``v_x`` the root's x-velocity read from ``next_obs``."""
+
+    def reward(xp, motion, action, task, frame_skip):
+        forward = motion["velocity"][..., 0]
+        ctrl = -ctrl_coef * sq_norm(xp, action / action_scale)
+        total = forward + ctrl + alive
+        if clip is not None:
+            total = xp.clip(total, -clip, clip)
+        return total, {"reward_forward": forward, "reward_ctrl": ctrl}
+
+    return reward
+
+
 def _goal_reward(xp, motion, action, task, frame_skip):
     """AntRandGoal: ``−‖xy − g‖₁ − 0.1·‖a‖²`` (no survive bonus)."""
     distance = -xp.sum(xp.abs(motion["position"] - task["goal"]), axis=-1)
@@ -243,6 +299,12 @@ def _ant_terminated(xp, obs):
     return ~(xp.all(xp.isfinite(obs), axis=-1) & (z >= 0.0) & (z <= 1.0))
 
 
+def _ant_mb_terminated(xp, obs):
+    """MB-MPO Ant: done unless the state is finite and ``0.2 ≤ z_torso ≤ 1`` (obs[0] = qpos[2])."""
+    z = obs[..., 0]
+    return ~(xp.all(xp.isfinite(obs), axis=-1) & (z >= 0.2) & (z <= 1.0))
+
+
 def _humanoid_terminated(xp, obs):
     """Done when the torso height ``qpos[2]`` (obs[0]) leaves [1, 2]."""
     z = obs[..., 0]
@@ -258,8 +320,10 @@ def _walker_terminated(xp, obs):
 def _hopper_terminated(xp, obs):
     """Done unless finite, ``|qpos[2:]|, |qvel| < 100``, ``h > 0.7`` and ``|angle| < 0.2``.
 
-    From the observation the velocity test sees the clipped velocities; the simulator also
-    applies it to the true velocities (``max_abs_qvel``).
+    ``obs = qpos[1:] ‖ qvel``: obs[0] = height qpos[1], obs[1] = torso angle qpos[2], so obs[1:]
+    is gym's ``state_vector()[2:]``. Where the observation clips the velocities (HopperRandParams)
+    the velocity test sees the clipped ones and the simulator also applies it to the true
+    velocities (``max_abs_qvel``); for the single-task Hopper (unclipped velocities) it is exact.
     """
     h, ang = obs[..., 0], obs[..., 1]
     finite = xp.all(xp.isfinite(obs), axis=-1)
@@ -451,6 +515,70 @@ _add(MujocoFamily(
     task_description="body mass, inertia, friction ×1.5^U(−L, L), damping ×1.3^U(−L, L), L = 3",
     rand_params=RandParams(), task_options={"log_scale_limit": 3.0},
     paper="ProMP Fig. 2 (Walker2DRandParams)", deviations=WALKER_DEV + RANDPARAMS_DEV,
+))
+
+# ---------------------------------------------------------------------------------------------
+# Single-task environments of the model-based chapters (Clavera thesis §5.5, App. B.3)
+# ---------------------------------------------------------------------------------------------
+
+SINGLE_TASK_FAMILIES: dict[str, MujocoFamily] = {}
+"""HalfCheetah, Ant, Walker2D, Hopper, Swimmer: one MDP each, reward from observations."""
+
+MB_PAPER = "Clavera thesis §5.5 / App. B.3 (MB-MPO; also ME-TRPO, MAAC at horizon 1000)"
+MB_TASK = "single task"
+MB_DEV = (
+    "MuJoCo 3 with Gymnasium's bundled asset (the thesis's code: rllab copies of gym's envs on "
+    "MuJoCo 1.31)",
+    "reward and termination computed from (obs, action, next_obs) by the same function as "
+    "imagined transitions (velocity = qvel[0] of next_obs at the end of the step)",
+)
+MB_UNCLIPPED = ("velocities observed unclipped (gym's Hopper/Walker2d clip qvel to ±10 in the "
+                "observation)",)
+
+
+def _add_single(family: MujocoFamily) -> None:
+    SINGLE_TASK_FAMILIES[family.name] = family
+
+
+_MB = dict(horizon=200, task_keys=(SINGLE_TASK_KEY,), task_description=MB_TASK,
+           reward_from_observation=True, normalize_actions=False, paper=MB_PAPER)
+
+_add_single(MujocoFamily(
+    name="HalfCheetah", **{**_CHEETAH, **_MB}, reward=_mb_forward_reward(0.1, 0.0, clip=1000.0),
+    deviations=MB_DEV,
+))
+_add_single(MujocoFamily(
+    name="Ant", **{**_ANT, **_MB, "terminated": _ant_mb_terminated},
+    reward=_mb_forward_reward(0.005, 1.0, action_scale=1.0),
+    deviations=(
+        *MB_DEV,
+        "observation drops the 84 clipped contact-force dims (cfrc_ext is not filled by MuJoCo "
+        ">= 2 and not returned by batched rollout): 27-D instead of 111-D; no contact cost",
+        "control cost 0.005·‖a/scale‖² with scale = half the actuator range = 1 (ctrlrange ±1)",
+    ),
+))
+_add_single(MujocoFamily(
+    name="Walker2D", **{**_WALKER, **_MB, "frame_skip": 4, "obs_parts": ("qpos[1:]", "qvel")},
+    reward=_mb_forward_reward(1e-3, 1.0),
+    deviations=(*MB_DEV, *MB_UNCLIPPED, *WALKER_DEV),
+))
+_add_single(MujocoFamily(
+    name="Hopper", asset="hopper.xml", frame_skip=4, obs_parts=("qpos[1:]", "qvel"),
+    tracked_point="root_x", obs_motion=_planar_velocity_at(5), terminated=_hopper_terminated,
+    reset_noise=("uniform", 0.005, "uniform", 0.005), **_MB,
+    reward=_mb_forward_reward(1e-3, 1.0, clip=1000.0),
+    deviations=(
+        *MB_DEV, *MB_UNCLIPPED,
+        "termination bound |·| < 100 on obs[1:] (gym's state_vector()[2:]); the MB-MPO code's "
+        "bound on obs[3:] omits obs[1] (torso angle, already |·| < 0.2) and obs[2] (thigh angle, "
+        "joint range [−2.62, 0]), so the two agree on any state a simulation reaches",
+    ),
+))
+_add_single(MujocoFamily(
+    name="Swimmer", asset="swimmer.xml", frame_skip=4, obs_parts=("qpos[2:]", "qvel"),
+    tracked_point="root_x", obs_motion=_planar_velocity_at(3), terminated=None,
+    reset_noise=("uniform", 0.1, "uniform", 0.1), **_MB,
+    reward=_mb_forward_reward(1e-4, 0.0, clip=1000.0), deviations=MB_DEV,
 ))
 
 ALIASES = {

@@ -22,7 +22,7 @@ import yaml
 from adaptrl.algorithms import ALGORITHMS
 from adaptrl.envs import canonical_name, family_horizon
 from adaptrl.errors import ConfigError, unknown_name_error
-from adaptrl.meta.config import FIELDS, TrainConfig, coerce_setting, validate
+from adaptrl.meta.config import FIELDS, TrainConfig, coerce_setting, setting_group, validate
 
 PRESET_KINDS = ("default", "paper")
 
@@ -66,9 +66,14 @@ def build_config(algo: str, env: str, *, preset: str = "default",
     values: dict[str, Any] = dict(spec.composition)
     if preset == "paper":
         values.update(spec.paper_settings(env))
+    valid = [k for k in FIELDS if k not in ("algo", "env") and setting_group(k) in spec.settings]
     for key, value in (overrides or {}).items():
-        if key not in FIELDS or key in ("algo", "env"):
-            raise unknown_name_error("setting", key, [k for k in FIELDS if k not in ("algo", "env")])
+        if key in FIELDS and key not in ("algo", "env") and key not in valid:
+            users = [name for name, other in ALGORITHMS.items() if setting_group(key) in other.settings]
+            raise ConfigError(f"{key} is not a setting of {algo} (it is a {setting_group(key)} "
+                              f"setting, used by {', '.join(users)}); see adaptrl train --help.")
+        if key not in valid:
+            raise unknown_name_error("setting", key, valid)
         if key == "env_options":
             values["env_options"] = {**values.get("env_options", {}), **coerce_setting(key, value)}
         else:

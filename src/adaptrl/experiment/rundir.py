@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from adaptrl.algorithms import ALGORITHMS
 from adaptrl.errors import ConfigError
 from adaptrl.experiment.checkpoints import has_checkpoint
 from adaptrl.meta.config import TrainConfig, config_from_dict
@@ -29,7 +30,8 @@ def prepare_run_dir(config: TrainConfig, run_dir: str | Path) -> Path:
         raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                           "or choose another --out.")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(config.to_yaml())
+    groups = ALGORITHMS.get(config.algo).settings if config.algo in ALGORITHMS else None
+    (run_dir / CONFIG_FILE).write_text(config.to_yaml(groups))
     return run_dir
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ class TrainResult:
     state: Any
     rows: list[dict[str, float]]
     interrupted: bool = False
+    headline: Mapping[str, str] = field(default_factory=dict)
+    """The algorithm's progress-bar metrics (label → ``progress.csv`` key)."""
 
 
 def build_algorithm(config: TrainConfig) -> Algorithm:
@@ -135,7 +137,7 @@ def run_loop(algorithm: Algorithm, config: Any, run_dir: str | Path, *, resume: 
     state = committed[0]
     if make_plots and rows and not interrupted:
         write_plots(run_dir, algorithm, state)
-    return TrainResult(run_dir, state, rows, interrupted)
+    return TrainResult(run_dir, state, rows, interrupted, dict(algorithm.headline))
 
 
 def write_plots(run_dir: Path, algorithm: Algorithm, state: Any) -> list[Path]:

@@ -1,8 +1,10 @@
-"""The configuration of a gradient-based meta-RL run: every hyperparameter and its validation.
+"""The configuration of a run: every hyperparameter and its validation.
 
-A run is a composition (docs/architecture.md): an inner surrogate
-(:data:`~adaptrl.meta.surrogates.INNER_SURROGATES`), an outer objective
-(:data:`~adaptrl.meta.surrogates.OUTER_SURROGATES`), an outer optimizer
+The settings come in groups (:data:`SETTING_GROUPS`): the run itself, the meta-RL composition
+(below), and for model-based algorithms the real data, the dynamics ensemble, the model as a
+simulator and the MPC planner (docs/model-based.md). A meta-RL run is a composition
+(docs/architecture.md): an inner surrogate (:data:`~adaptrl.meta.surrogates.INNER_SURROGATES`),
+an outer objective (:data:`~adaptrl.meta.surrogates.OUTER_SURROGATES`), an outer optimizer
 (:data:`~adaptrl.meta.learner.OUTER_OPTIMIZERS`), a baseline, a policy and a few switches. The
 valid names come from those registries. The algorithm recipes (:mod:`adaptrl.algorithms`) fill the
 composition in; the resolved :class:`TrainConfig` is what a run directory's ``config.yaml`` holds.
@@ -34,10 +36,38 @@ from adaptrl.policies import POLICIES
 
 LOSS_REDUCTIONS = ("per_step", "per_trajectory")
 
+SETTING_GROUPS = ("run", "meta", "model", "planner")
+"""Settings come in groups: ``run`` (every algorithm), ``meta`` (the policy and its gradient-based
+optimisation: the meta-RL composition, also TRPO in ME-TRPO), ``model`` (real data, the dynamics
+ensemble and the model as a simulator) and ``planner`` (MPC). An algorithm declares the groups it
+uses (:attr:`adaptrl.algorithms.base.AlgorithmSpec.settings`); ``--set`` of another group's key is
+an error naming the algorithms that use it."""
+
+RUN_SETTINGS = ("algo", "env", "env_options", "seed", "iterations", "horizon", "checkpoint_every")
+MODEL_KINDS = ("deterministic", "probabilistic")
+MODEL_ACTIVATIONS = ("relu", "tanh", "swish")
+MEMBER_CHOICES = ("task", "step_rand", "mean")
+START_STATES = ("reset", "buffer")
+
+
+def _model(default: Any) -> Any:
+    return field(default=default, metadata={"group": "model"})
+
+
+def _planner(default: Any) -> Any:
+    return field(default=default, metadata={"group": "planner"})
+
+
+def setting_group(name: str) -> str:
+    """The group (:data:`SETTING_GROUPS`) of setting ``name``."""
+    if name in RUN_SETTINGS:
+        return "run"
+    return FIELDS[name].metadata.get("group", "meta")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every hyperparameter of a gradient-based meta-RL run (the run's ``config.yaml``)."""
+    """Every hyperparameter of a run (its ``config.yaml`` holds the groups its algorithm uses)."""
 
     algo: str
     env: str
@@ -93,16 +123,62 @@ class TrainConfig:
     grad_stats_batches: int = 10
     # run
     checkpoint_every: int = 10
+    # ---- model-based settings (group "model"; docs/model-based.md) ----
+    # real data
+    real_steps_per_iter: int = _model(4000)
+    initial_random_steps: int = _model(5000)
+    buffer_size: int = _model(100_000)
+    # dynamics ensemble (thesis App. B.3)
+    model_members: int = _model(5)
+    model_hidden_sizes: tuple = _model((512, 512))
+    model_kind: str = _model("deterministic")
+    model_activation: str = _model("relu")
+    model_weight_norm: bool = _model(True)
+    model_lr: float = _model(1e-3)
+    model_batch_size: int = _model(500)
+    model_max_epochs: int = _model(500)
+    model_valid_split: float = _model(0.2)
+    model_persistency: float = _model(0.95)
+    model_bootstrap: bool = _model(False)
+    model_shared_split: bool = _model(False)
+    model_reinit_every: int = _model(0)
+    model_reset_optimizer: bool = _model(False)
+    model_pred_error_k: int = _model(10)
+    # the model as a simulator
+    member_choice: str = _model("task")
+    model_start_states: str = _model("reset")
+    model_start_pool: int = _model(1000)
+    model_clip_margin: float = _model(1.0)
+    model_output_bias_max: float = _model(0.0)
+    model_output_noise_std: float = _model(0.0)
+    # ---- MPC planner (group "planner") ----
+    planner: str = _planner("random_shooting")
+    plan_horizon: int = _planner(10)
+    plan_candidates: int = _planner(1000)
+    plan_particles: int = _planner(1)
+    plan_discount: float = _planner(1.0)
+    cem_elites: int = _planner(100)
+    cem_iterations: int = _planner(5)
+    cem_momentum: float = _planner(0.1)
+    cem_init_std: float = _planner(0.5)
+    mppi_temperature: float = _planner(10.0)
+    mppi_noise_std: float = _planner(0.5)
+    mppi_smoothing: float = _planner(0.5)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain YAML-able mapping (tuples become lists)."""
-        out = dataclasses.asdict(self)
-        out["hidden_sizes"] = list(self.hidden_sizes)
-        out["cv_hidden_sizes"] = list(self.cv_hidden_sizes)
+    def to_dict(self, groups: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """Plain YAML-able mapping (tuples become lists); with ``groups``, only the settings of
+        those groups (:data:`SETTING_GROUPS`; an algorithm's ``config.yaml`` holds the groups it
+        uses)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if groups is not None and setting_group(f.name) not in groups:
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+    def to_yaml(self, groups: tuple[str, ...] | None = None) -> str:
+        return yaml.safe_dump(self.to_dict(groups), sort_keys=False)
 
 
 FIELD_HELP: dict[str, str] = {
@@ -156,6 +232,52 @@ FIELD_HELP: dict[str, str] = {
                         "meta-gradient's relative std (0 = off)",
     "grad_stats_batches": "independent batches per meta-gradient statistics measurement",
     "checkpoint_every": "write a checkpoint every N iterations (and on Ctrl-C)",
+    # model-based (docs/model-based.md)
+    "real_steps_per_iter": "real environment steps collected per iteration (whole episodes of "
+                           "`horizon` steps: rounded up to a multiple of the horizon)",
+    "initial_random_steps": "real steps of the uniform random controller in the first iteration",
+    "buffer_size": "capacity of the FIFO transition buffer the models are fitted on",
+    "model_members": "K, dynamics models in the ensemble",
+    "model_hidden_sizes": "hidden sizes of each model's MLP, e.g. 512,512",
+    "model_kind": "deterministic (MSE on the normalised Δs) or probabilistic (Gaussian NLL, PETS style)",
+    "model_activation": "hidden activation of the models: relu, tanh or swish",
+    "model_weight_norm": "weight normalisation of the model layers (thesis App. B.3)",
+    "model_lr": "Adam learning rate of the models",
+    "model_batch_size": "model minibatch size",
+    "model_max_epochs": "most epochs per model fit (early stopping usually ends it sooner)",
+    "model_valid_split": "fraction of the data each member validates on",
+    "model_persistency": "p of the rolling validation average that stops a member "
+                         "(thesis 0.95, original code 0.99)",
+    "model_bootstrap": "each member trains on a bootstrap resample of its training split",
+    "model_shared_split": "all members share one train/validation split (ME-TRPO) instead of "
+                          "drawing their own (MB-MPO)",
+    "model_reinit_every": "re-initialise the models every N iterations (ME-TRPO: 5; 0 = warm start)",
+    "model_reset_optimizer": "reset the models' Adam moments at every fit",
+    "model_pred_error_k": "k of the logged k-step open-loop prediction error Model-PredError-k",
+    "member_choice": "ensemble member of an imagined transition: task (task i ↦ member i mod K, "
+                     "MB-MPO), step_rand (uniform per step, ME-TRPO) or mean (ensemble mean)",
+    "model_start_states": "imagined rollouts start from reset (the real initial-state "
+                          "distribution) or buffer (real states from the buffer)",
+    "model_start_pool": "number of real start states kept for imagined rollouts",
+    "model_clip_margin": "predicted states are clipped to the data range widened by this many "
+                         "range widths on each side (inf = no clipping)",
+    "model_output_bias_max": "b_max of the biased-model experiment: N(b, σ²) with b ~ U(0, b_max) "
+                             "per member added to the normalised Δ (thesis §5.5.3)",
+    "model_output_noise_std": "σ of that noise (thesis §5.5.3: 0.1)",
+    # planner
+    "planner": "MPC planner: random_shooting, cem or mppi",
+    "plan_horizon": "planning horizon H (steps)",
+    "plan_candidates": "action sequences evaluated per planning step",
+    "plan_particles": "particles per candidate; particle p follows ensemble member p mod K "
+                      "(TS-∞ of PETS)",
+    "plan_discount": "discount of the planned return",
+    "cem_elites": "CEM: elite sequences refitted per iteration",
+    "cem_iterations": "CEM: refits per planning step",
+    "cem_momentum": "CEM: weight of the previous mean/std in each refit",
+    "cem_init_std": "CEM: initial std as a fraction of the action half-range",
+    "mppi_temperature": "MPPI: γ of the weights exp(γ·(R − max R))",
+    "mppi_noise_std": "MPPI: noise std as a fraction of the action half-range",
+    "mppi_smoothing": "MPPI: β of the filter u_t = β(mean_t + ε_t) + (1 − β)u_(t−1)",
 }
 
 
@@ -167,7 +289,7 @@ def coerce_setting(name: str, value: Any) -> Any:
     default = FIELDS[name].default
     if default is dataclasses.MISSING:
         default = ""
-    if name in ("hidden_sizes", "cv_hidden_sizes"):
+    if name in ("hidden_sizes", "cv_hidden_sizes", "model_hidden_sizes"):
         if isinstance(value, str):
             parts = [p for p in value.replace("(", "").replace(")", "").replace("[", "")
                      .replace("]", "").split(",") if p.strip()]
@@ -253,6 +375,45 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise ConfigError(f"{name} must be ≥ 0, got {getattr(config, name)}.")
     if not math.isfinite(config.inner_lr):
         raise ConfigError(f"inner_lr must be finite, got {config.inner_lr}.")
+    return _validate_model_based(config)
+
+
+def _validate_model_based(config: TrainConfig) -> TrainConfig:
+    from adaptrl.planners import PLANNERS
+
+    choices = {"model_kind": MODEL_KINDS, "model_activation": MODEL_ACTIVATIONS,
+               "member_choice": MEMBER_CHOICES, "model_start_states": START_STATES,
+               "planner": PLANNERS.names()}
+    for name, valid in choices.items():
+        if getattr(config, name) not in valid:
+            raise unknown_name_error(name.replace("_", " "), getattr(config, name), valid)
+    for name in ("real_steps_per_iter", "buffer_size", "model_members", "model_batch_size",
+                 "model_max_epochs", "model_pred_error_k", "model_start_pool", "plan_horizon",
+                 "plan_candidates", "plan_particles", "cem_elites", "cem_iterations"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {getattr(config, name)}.")
+    for name in ("initial_random_steps", "model_reinit_every"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{name} must be ≥ 0, got {getattr(config, name)}.")
+    if not 0 < config.model_valid_split < 1:
+        raise ConfigError(f"model_valid_split must be in (0, 1), got {config.model_valid_split}.")
+    if not 0 <= config.model_persistency < 1:
+        raise ConfigError(f"model_persistency must be in [0, 1), got {config.model_persistency}.")
+    for name in ("model_lr", "mppi_temperature", "mppi_noise_std", "cem_init_std"):
+        if not getattr(config, name) > 0:
+            raise ConfigError(f"{name} must be > 0, got {getattr(config, name)}.")
+    for name in ("model_clip_margin", "model_output_bias_max", "model_output_noise_std"):
+        if not getattr(config, name) >= 0:
+            raise ConfigError(f"{name} must be ≥ 0, got {getattr(config, name)}.")
+    if not 0 <= config.cem_momentum < 1:
+        raise ConfigError(f"cem_momentum must be in [0, 1), got {config.cem_momentum}.")
+    if not 0 < config.mppi_smoothing <= 1:
+        raise ConfigError(f"mppi_smoothing must be in (0, 1], got {config.mppi_smoothing}.")
+    if not 0 < config.plan_discount <= 1:
+        raise ConfigError(f"plan_discount must be in (0, 1], got {config.plan_discount}.")
+    if config.cem_elites > config.plan_candidates:
+        raise ConfigError(f"cem_elites ({config.cem_elites}) must not exceed plan_candidates "
+                          f"({config.plan_candidates}).")
     return config
 
 
