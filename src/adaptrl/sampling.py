@@ -92,10 +92,12 @@ def device_rollout(sim: DeviceSimulator, policy: Policy, sim_params: Any, policy
     noise = policy.sample_noise(noise_key, (horizon, m, r))
     step_keys = jax.random.split(jax.random.fold_in(key, 2), horizon)
     if hasattr(sim, "step_batch"):  # a simulator that steps the whole batch itself (a learned model)
-        def step_envs(params, states, actions, keys):
-            return sim.step_batch(params, states, actions, keys, rollouts=r)
+        def step_envs(params, states, actions, key):
+            return sim.step_batch(params, states, actions, key, rollouts=r)
     else:
-        step_envs = jax.vmap(sim.step, in_axes=(None, 0, 0, 0))
+        def step_envs(params, states, actions, key):
+            return jax.vmap(sim.step, in_axes=(None, 0, 0, 0))(params, states, actions,
+                                                               jax.random.split(key, m * r))
 
     def step(carry, inputs):
         state, active = carry
@@ -103,7 +105,7 @@ def device_rollout(sim: DeviceSimulator, policy: Policy, sim_params: Any, policy
         obs = jax.vmap(sim.observe)(state)
         action, dist, logp = jax.vmap(policy.sample)(policy_params, obs.reshape(m, r, -1), noise_t)
         flat_action = action.reshape(m * r, -1)
-        next_state, reward, done = step_envs(sim_params, state, flat_action, jax.random.split(key_t, m * r))
+        next_state, reward, done = step_envs(sim_params, state, flat_action, key_t)
         record = (obs.reshape(m, r, -1), action, dist, logp, jnp.where(active, reward, 0.0).reshape(m, r),
                   active.reshape(m, r), (done & active).reshape(m, r))
         next_state = jax.tree_util.tree_map(

@@ -196,7 +196,9 @@ class ModelBased:
         """The ensemble as a vector env for the :class:`~adaptrl.sampling.Sampler`."""
         sim = ModelSimulator(self.env.spec, self.dynamics, self.reward_fn, self.terminated_fn,
                              member_choice=member_choice or self.config.member_choice,
-                             clip_margin=self.config.model_clip_margin)
+                             clip_margin=self.config.model_clip_margin,
+                             output_noise=self.config.model_output_bias_max > 0
+                             or self.config.model_output_noise_std > 0)
         return ModelVectorEnv(sim, lambda n, seed: single_task(self.env, n))
 
     def sim_params(self, state: ModelBasedState, key: jax.Array) -> dict[str, Any]:
@@ -218,19 +220,30 @@ class ModelBased:
                                 output_bias=bias, output_noise_std=c.model_output_noise_std)
 
     def planner_step(self):
-        """The ensemble as a planner step function ``(params, obs, action, particle, key)``:
-        particle p follows member p mod K (PETS's TS-∞); reward and termination are the env's."""
+        """The ensemble as a planner step function ``(params, obs, action, particle, key)``.
+        With several particles, particle p follows member p mod K (PETS's TS-∞); with one, each
+        planning step uses a uniformly random member, the same for every candidate (the thesis
+        code's ``rand`` prediction, with common random numbers across candidates so that the member
+        draw does not decide which candidate wins). Reward and termination are the env's."""
         spec, dyn, k_members = self.env.spec, self.dynamics, self.spec.members
         low, high = jnp.asarray(spec.action_low), jnp.asarray(spec.action_high)
         reward_fn, terminated_fn, task = self.reward_fn, self.terminated_fn, self.task
         task = {k: jnp.asarray(v) for k, v in task.items()}
         normalize = spec.normalize_actions
+        clip = not math.isinf(self.config.model_clip_margin)
+
+        one_particle = self.config.plan_particles == 1
 
         def step(params, obs, action, particle, key):
             a = env_action(action, low, high, normalize, xp=jnp)
-            next_obs = dyn.member_next(params["model"], particle % k_members, obs[None], a[None], key)[0]
-            width = (params["obs_high"] - params["obs_low"]) * params["clip_margin"]
-            next_obs = jnp.clip(next_obs, params["obs_low"] - width, params["obs_high"] + width)
+            if one_particle:  # a uniformly random member per planning step, shared by all candidates
+                member_id = jax.random.randint(jax.random.fold_in(key, 7), (), 0, k_members)
+            else:  # TS-∞: particle p follows member p mod K for the whole horizon
+                member_id = particle % k_members
+            next_obs = dyn.member_next(params["model"], member_id, obs[None], a[None], key)[0]
+            if clip:
+                width = (params["obs_high"] - params["obs_low"]) * params["clip_margin"]
+                next_obs = jnp.clip(next_obs, params["obs_low"] - width, params["obs_high"] + width)
             return next_obs, reward_fn(obs, action, next_obs, task), terminated_fn(next_obs)
 
         return step

@@ -69,6 +69,8 @@ def build_config(algo: str, env: str, *, preset: str = "default",
     valid = [k for k in FIELDS if k not in ("algo", "env") and setting_group(k) in spec.settings]
     for key, value in (overrides or {}).items():
         if key in FIELDS and key not in ("algo", "env") and key not in valid:
+            if coerce_setting(key, value) == FIELDS[key].default:
+                continue  # another group's key at its default (e.g. a whole config passed back in)
             users = [name for name, other in ALGORITHMS.items() if setting_group(key) in other.settings]
             raise ConfigError(f"{key} is not a setting of {algo} (it is a {setting_group(key)} "
                               f"setting, used by {', '.join(users)}); see adaptrl train --help.")

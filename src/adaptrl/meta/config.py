@@ -269,7 +269,7 @@ FIELD_HELP: dict[str, str] = {
     "plan_horizon": "planning horizon H (steps)",
     "plan_candidates": "action sequences evaluated per planning step",
     "plan_particles": "particles per candidate; particle p follows ensemble member p mod K "
-                      "(TS-∞ of PETS)",
+                      "(TS-∞ of PETS); 1: a random member per planning step, shared by all candidates",
     "plan_discount": "discount of the planned return",
     "cem_elites": "CEM: elite sequences refitted per iteration",
     "cem_iterations": "CEM: refits per planning step",
@@ -411,7 +411,7 @@ def _validate_model_based(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"mppi_smoothing must be in (0, 1], got {config.mppi_smoothing}.")
     if not 0 < config.plan_discount <= 1:
         raise ConfigError(f"plan_discount must be in (0, 1], got {config.plan_discount}.")
-    if config.cem_elites > config.plan_candidates:
+    if config.planner == "cem" and config.cem_elites > config.plan_candidates:
         raise ConfigError(f"cem_elites ({config.cem_elites}) must not exceed plan_candidates "
                           f"({config.plan_candidates}).")
     return config

@@ -9,7 +9,7 @@ An imagined transition from state s under policy action a:
 
     a_env = env_action(a)                       (the real env's rescaling and clipping)
     s'    = s + Δ_k(s, a_env)                   (member k's prediction, :mod:`adaptrl.models.ensemble`)
-          + σ_Δ,k · (b_k + σ·ε)                 (optional output noise, thesis §5.5.3: b_k ~ U(0, b_max))
+          + σ_Δ,k · (b_k + σ·ε)                 (with output_noise, thesis §5.5.3: b_k ~ U(0, b_max))
     s'    ← clip(s', low − m·w, high + m·w)     (w = high − low, the range of the real data)
     r     = reward(s, a, s'),  done = terminated(s')   (the real env's own functions)
 
@@ -29,6 +29,7 @@ Changing them never recompiles a rollout.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -128,6 +129,8 @@ class ModelSimulator:
     terminated_fn: Callable
     member_choice: str = "task"
     clip_margin: float = 1.0
+    output_noise: bool = False
+    """Add the biased-model noise of ``sim_params`` (off: no noise is drawn at all)."""
 
     def __post_init__(self):
         if self.member_choice not in MEMBER_CHOICES:
@@ -151,21 +154,22 @@ class ModelSimulator:
     def step(self, sim_params: Any, state: SimState, action: jax.Array, key: jax.Array):
         """One environment (vmapped by the caller): every member is evaluated, one is used."""
         batch = jax.tree_util.tree_map(lambda x: x[None], (state, action))
-        next_state, reward, done = self.step_batch(sim_params, batch[0], batch[1], key[None], rollouts=1,
+        next_state, reward, done = self.step_batch(sim_params, batch[0], batch[1], key, rollouts=1,
                                                    grouped=False)
         return jax.tree_util.tree_map(lambda x: x[0], (next_state, reward, done))
 
-    def step_batch(self, sim_params: Any, states: SimState, actions: jax.Array, keys: jax.Array, *,
+    def step_batch(self, sim_params: Any, states: SimState, actions: jax.Array, key: jax.Array, *,
                    rollouts: int, grouped: bool = True):
         """A batch of ``N = M·rollouts`` environments (rows task-major, as the sampler lays them
-        out); ``grouped`` allows the per-member fast path of member choice ``task``."""
+        out) with one key for the step; ``grouped`` allows the per-member fast path of member
+        choice ``task``."""
         obs, task = states.obs, states.task
         n = obs.shape[0]
         k_members = self.dynamics.members
         low, high = jnp.asarray(self.spec.action_low), jnp.asarray(self.spec.action_high)
         env_act = env_action(actions, low, high, self.spec.normalize_actions, xp=jnp)
         model = sim_params["model"]
-        predict_key, noise_key = jax.random.split(keys[0])
+        predict_key, noise_key, member_key = jax.random.split(key, 3)
         m = n // rollouts
         if self.member_choice == "task" and grouped and m % k_members == 0:
             # rows of task i are i·R … i·R + R − 1 and task i uses member i mod K
@@ -191,10 +195,10 @@ class ModelSimulator:
                 if self.member_choice == "task":
                     members = jnp.asarray(task["member"]).astype(jnp.int32) % k_members
                 else:
-                    members = jax.vmap(lambda kk: jax.random.randint(kk, (), 0, k_members))(
-                        jax.vmap(lambda kk: jax.random.fold_in(kk, 1))(keys))
+                    members = jax.random.randint(member_key, (n,), 0, k_members)
                 next_obs = jnp.take_along_axis(every, members[None, :, None], axis=0)[0]
-        next_obs = next_obs + self._output_noise(sim_params, members, obs.shape, noise_key)
+        if self.output_noise:
+            next_obs = next_obs + self._output_noise(sim_params, members, obs.shape, noise_key)
         next_obs = self._clip(sim_params, next_obs)
         reward = self.reward_fn(obs, actions, next_obs, task)
         done = self.terminated_fn(next_obs)
@@ -210,6 +214,8 @@ class ModelSimulator:
 
     def _clip(self, sim_params, next_obs):
         low, high = sim_params["obs_low"], sim_params["obs_high"]
+        if math.isinf(self.clip_margin):
+            return next_obs
         width = (high - low) * self.clip_margin
         return jnp.clip(next_obs, low - width, high + width)
 
