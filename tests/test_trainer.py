@@ -268,3 +268,12 @@ def test_damaged_or_incompatible_checkpoint_gives_one_clear_message(tmp_path):
     (tmp_path / "old" / "checkpoints" / "latest.pkl").write_bytes(b"\x80\x04K\x01.")
     with pytest.raises(ConfigError, match="older adaptrl"):
         read_checkpoint(tmp_path / "old")
+
+
+def test_progress_goes_to_a_log_file_line_by_line(tmp_path, capsys):
+    """With stdout redirected (not a terminal), every iteration prints one plain line as it ends."""
+    config = tiny(iterations=2)
+    train(config, tmp_path / "run", show_progress=True, tensorboard=False, make_plots=False)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "itr " in line]
+    assert [line.split("itr ")[1].split()[0] for line in lines] == ["1/2", "2/2"]
+    assert "pre" in lines[0] and lines[0].rstrip().endswith("s)")

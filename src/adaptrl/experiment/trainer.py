@@ -16,6 +16,7 @@ stops the run with :class:`TrainingDiverged`; the last good checkpoint is kept.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -151,13 +152,21 @@ def write_plots(run_dir: Path, algorithm: Algorithm, state: Any) -> list[Path]:
 
 
 class _Progress:
-    def __init__(self, progress, task_id, headline: Mapping[str, str]):
+    """The progress display: a rich bar on a terminal; one plain line per iteration otherwise
+    (stdout redirected to a log file, e.g. a cluster job), so a log shows progress as it happens."""
+
+    def __init__(self, progress, task_id, headline: Mapping[str, str], plain_total: int | None = None,
+                 title: str = ""):
         self.progress, self.task_id, self.headline = progress, task_id, headline
+        self.plain_total, self.title = plain_total, title
 
     def advance(self, row: dict[str, float]) -> None:
+        shown = "  ".join(f"{label} {row.get(key, math.nan):9.2f}" for label, key in self.headline.items())
+        if self.plain_total is not None:
+            print(f"{self.title}: itr {int(row['Itr']) + 1}/{self.plain_total}  {shown}  "
+                  f"({row.get('ItrTime', math.nan):.1f} s)", flush=True)
         if self.progress is None:
             return
-        shown = "  ".join(f"{label} {row.get(key, math.nan):9.2f}" for label, key in self.headline.items())
         self.progress.update(self.task_id, advance=1, description=f"itr {int(row['Itr'])}  {shown}")
 
     def stop(self) -> None:
@@ -169,6 +178,8 @@ def _progress_bar(show: bool, title: str, total: int, start_itr: int,
                   headline: Mapping[str, str]) -> _Progress:
     if not show:
         return _Progress(None, None, headline)
+    if not sys.stdout.isatty():
+        return _Progress(None, None, headline, plain_total=total, title=title)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
