@@ -151,10 +151,10 @@ def test_evaluate_any_number_of_steps(tmp_path):
     assert len(report["result"].trajectories) == 5
     assert report["result"].trajectories[0].returns().shape == (5, 2)
     for r, traj in zip(report["rows"], report["result"].trajectories, strict=True):
-        # 95 % CI across the 5 tasks of the per-task mean return: mean ± 1.96·sd/√M, sd with ddof=1
+        # Student-t 95 % CI across the 5 tasks of the per-task mean return: mean ± t_4·sd/√M
         per_task = np.asarray(traj.returns(), np.float64).mean(axis=1)
         mean, sd = per_task.mean(), per_task.std(ddof=1)
-        half = 1.96 * sd / np.sqrt(len(per_task))
+        half = 2.7764451051977987 * sd / np.sqrt(len(per_task))  # t_{0.975, 4}
         np.testing.assert_allclose(
             [r["mean_return"], r["std_across_tasks"], r["ci95_low"], r["ci95_high"]],
             [mean, sd, mean - half, mean + half], rtol=1e-5, atol=1e-5)
@@ -195,7 +195,15 @@ def test_cli_train_eval_plot(tmp_path, capsys):
     assert main(["train", "--resume", str(run), "--iterations", "3", "--no-progress"]) == 0
     assert list(read_progress(run)["Itr"]) == [0, 1, 2]
     assert main(["eval", str(run), "--tasks", "3", "--adapt-steps", "1", "--json"]) == 0
-    assert (run / "eval_k1.csv").is_file()
+    path = run / "eval_k1_tasks3_seed1000006.csv"  # seed: the run's 3 + 1,000,003
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    context = [(r["tasks"], r["rollouts"], r["seed"], r["iteration"]) for r in rows]
+    assert context == [("3", "3", "1000006", "3")] * 2
+    assert main(["eval", str(run), "--tasks", "1", "--adapt-steps", "1"]) == 0
+    assert "n/a (one task)" in capsys.readouterr().out
+    assert main(["eval", str(run), "--rollouts", "0"]) == 2
+    assert "--rollouts must be ≥ 1" in capsys.readouterr().err
     assert main(["plot", str(run), "--out", str(tmp_path / "p.png")]) == 0
     assert_figure(tmp_path / "p.png", 4.6 * 2 + 0.4, 3.8)  # as the run's learning curve
     capsys.readouterr()

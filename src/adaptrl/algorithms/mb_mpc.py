@@ -136,8 +136,9 @@ class MBMPC:
         returns = np.asarray(traj.rewards).sum(-1).ravel()
         mean, low, high = mean_interval(returns)
         rows = [{"step": 0, "mean_return": mean, "ci95_low": low, "ci95_high": high,
-                 "std_across_tasks": float(returns.std(ddof=1)) if len(returns) > 1 else 0.0}]
-        return {"adapt_steps": 0, "tasks": len(returns), "rows": rows, "result": traj}
+                 "std_across_tasks": float(returns.std(ddof=1)) if len(returns) > 1 else math.nan}]
+        return {"adapt_steps": 0, "tasks": len(returns), "seed": seed, "rollouts": 1, "rows": rows,
+                "result": traj}
 
 
 def plan_diagnostics(traj: Trajectories, controller: Any, horizon: int, discount: float) -> dict[str, float]:

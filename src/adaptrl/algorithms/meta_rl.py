@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 from adaptrl.algorithms.base import IterationOutput
-from adaptrl.analysis.statistics import flatten, gradient_statistics
+from adaptrl.analysis.statistics import flatten, gradient_statistics, mean_interval
 from adaptrl.envs import VectorEnv, make
 from adaptrl.envs.device import CORNERS
 from adaptrl.errors import ConfigError
@@ -169,14 +169,15 @@ class MetaRL:
     def evaluate(self, state: LearnerState, *, tasks: int = 40, adapt_steps: int | None = None,
                  rollouts: int | None = None, seed: int = 0) -> dict[str, Any]:
         """Meta-test on fresh tasks: adapt ``adapt_steps`` times (any K, not only the training K)
-        and return per-step mean returns with 95 % confidence intervals across tasks (normal
-        approximation: mean ± 1.96·sd/√M of the per-task mean returns)."""
+        and return per-step mean returns with 95 % Student-t confidence intervals across tasks
+        (mean ± t_(M−1)·sd/√M of the per-task mean returns; undefined, NaN, for one task)."""
         steps = self.config.inner_steps if adapt_steps is None else int(adapt_steps)
         if steps < 0:
             raise ConfigError(f"--adapt-steps must be ≥ 0, got {steps}.")
         if tasks < 1:
             raise ConfigError(f"--tasks must be ≥ 1, got {tasks}.")
         exp = self if rollouts is None else MetaRL.build(self.config, rollouts_per_task=rollouts)
+        exp_rollouts = exp.sampler.rollouts_per_task
         try:
             task_key, sample_key = jax.random.split(jax.random.PRNGKey(seed))
             task_batch = exp.env.sample_tasks(tasks, seed=task_seed(task_key))
@@ -188,12 +189,12 @@ class MetaRL:
         rows = []
         for k, traj in enumerate(result.trajectories):
             per_task_return = np.asarray(traj.returns()).mean(axis=1)
-            mean = float(per_task_return.mean())
-            sd = float(per_task_return.std(ddof=1)) if tasks > 1 else 0.0
-            half = 1.96 * sd / math.sqrt(tasks)
+            mean, low, high = mean_interval(per_task_return)
+            sd = float(per_task_return.std(ddof=1)) if tasks > 1 else math.nan
             rows.append({"step": k, "mean_return": mean, "std_across_tasks": sd,
-                         "ci95_low": mean - half, "ci95_high": mean + half})
-        return {"tasks": tasks, "adapt_steps": steps, "seed": seed, "rows": rows, "result": result}
+                         "ci95_low": low, "ci95_high": high})
+        return {"tasks": tasks, "adapt_steps": steps, "seed": seed, "rollouts": exp_rollouts,
+                "rows": rows, "result": result}
 
 
 def sample_and_adapt(exp: MetaRL, meta_params: dict, tasks: dict, key: jax.Array, steps: int,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
 
 
@@ -12,8 +13,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("eval", help="meta-test a run on fresh tasks", description=(
         "Load RUN_DIR's latest checkpoint, sample --tasks fresh tasks, adapt --adapt-steps times "
         "(one freshly sampled batch per step; any K, not only the training K) and report the "
-        "mean return after every step with a 95% confidence interval across tasks. Writes "
-        "RUN_DIR/eval_kK.csv."))
+        "mean return after every step with a Student-t 95% confidence interval across tasks. Writes "
+        "RUN_DIR/eval_kK_tasksN_seedS.csv (with the iteration, tasks, rollouts and seed in every "
+        "row). Model-based runs: the controller on --tasks fresh episodes."))
     parser.add_argument("run_dir")
     parser.add_argument("--tasks", type=int, default=40, help="fresh tasks (default 40)")
     parser.add_argument("--adapt-steps", type=int, default=None,
@@ -28,7 +30,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Evaluate, write ``eval_kK.csv`` and print the per-step table (or one JSON object)."""
+    """Evaluate, write ``eval_kK_tasksN_seedS.csv`` and print the per-step table (or one JSON object)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -41,12 +43,15 @@ def run(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(report))
         return
-    table = Table(title=f"{args.run_dir} (iteration {report['iteration']}): {report['tasks']} fresh tasks")
+    table = Table(title=f"{args.run_dir} (iteration {report['iteration']}): {report['tasks']} fresh tasks, "
+                        f"{report['rollouts']} rollouts each, seed {report['seed']}")
     for col in ("step", "mean return", "95% CI", "std across tasks"):
         table.add_column(col, justify="right")
     for row in report["rows"]:
-        table.add_row(str(row["step"]), f"{row['mean_return']:.2f}",
-                      f"[{row['ci95_low']:.2f}, {row['ci95_high']:.2f}]", f"{row['std_across_tasks']:.2f}")
+        interval = ("n/a (one task)" if math.isnan(row["ci95_low"])
+                    else f"[{row['ci95_low']:.2f}, {row['ci95_high']:.2f}]")
+        spread = "n/a" if math.isnan(row["std_across_tasks"]) else f"{row['std_across_tasks']:.2f}"
+        table.add_row(str(row["step"]), f"{row['mean_return']:.2f}", interval, spread)
     console = Console()
     console.print(table)
     console.print(f"wrote {path}")

@@ -8,6 +8,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from adaptrl.errors import ConfigError
 from adaptrl.experiment.rundir import load_run_config
 from adaptrl.experiment.trainer import build_algorithm, restore
 from adaptrl.meta.config import TrainConfig
@@ -28,6 +29,10 @@ def evaluate(run_dir: str | Path, *, tasks: int = 40, adapt_steps: int | None = 
              rollouts: int | None = None, seed: int | None = None) -> dict[str, Any]:
     """Evaluate the latest checkpoint of ``run_dir`` (default seed: the run's seed + 1,000,003,
     so evaluation tasks differ from training tasks)."""
+    if int(tasks) < 1:
+        raise ConfigError(f"--tasks must be ≥ 1, got {tasks}.")
+    if rollouts is not None and int(rollouts) < 1:
+        raise ConfigError(f"--rollouts must be ≥ 1 (omit it for the training value), got {rollouts}.")
     config = load_run_config(run_dir)
     algorithm = build_algorithm(config)
     try:
@@ -39,11 +44,21 @@ def evaluate(run_dir: str | Path, *, tasks: int = 40, adapt_steps: int | None = 
     return {"run_dir": str(run_dir), "iteration": int(meta["iteration"]), **report}
 
 
+def eval_path(run_dir: str | Path, report: dict[str, Any]) -> Path:
+    """``run_dir/eval_kK_tasksN_seedS.csv``: evaluations with other settings do not overwrite
+    each other (the same settings give the same numbers)."""
+    return Path(run_dir) / f"eval_k{report['adapt_steps']}_tasks{report['tasks']}_seed{report['seed']}.csv"
+
+
 def write_eval(run_dir: str | Path, report: dict[str, Any]) -> Path:
-    """``run_dir/eval_kK.csv``: one row per adaptation step."""
-    path = Path(run_dir) / f"eval_k{report['adapt_steps']}.csv"
+    """:func:`eval_path`: one row per adaptation step, each with the checkpoint's iteration, the
+    number of tasks, rollouts per task and the seed it was measured with; the interval is a
+    Student-t 95 % interval across tasks (empty for one task)."""
+    path = eval_path(run_dir, report)
+    context = {key: report[key] for key in ("iteration", "tasks", "rollouts", "seed")}
+    rows = [{**row, **context} for row in report["rows"]]
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(report["rows"][0]))
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(report["rows"])
+        writer.writerows(rows)
     return path
