@@ -150,3 +150,11 @@ def test_train_help_lists_every_registered_part(capsys):
     for registry in (ALGORITHMS, INNER_SURROGATES, OUTER_SURROGATES, OUTER_OPTIMIZERS, BASELINES):
         for name, description in registry.descriptions().items():
             assert any(line.startswith(name) and line.endswith(description) for line in lines), name
+
+
+def test_version(capsys):
+    from adaptrl import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"adaptrl {__version__}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 
 from adaptrl.cli import bench, envs, gradients, plot, reproduce, sample, train
 from adaptrl.cli import eval as eval_verb
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="adaptrl",
         description="Fast-adapting RL: gradient-based meta-RL and model-based RL on batched MuJoCo.",
     )
+    parser.add_argument("--version", action="version", version=f"adaptrl {version('adaptrl')}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for verb in VERBS:
         verb.add_parser(verbs)
@@ -46,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AdaptrlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        if not str(exc):  # a verb that handled the interrupt says what it did itself
+            print("interrupted", file=sys.stderr)
         return 130
     return 0

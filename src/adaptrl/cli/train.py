@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> None:
     result = train(config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress)
     if result.interrupted:
         console.print(f"interrupted: checkpoint written; continue with adaptrl train --resume {run_dir}")
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt("reported")
     last = result.rows[-1] if result.rows else {}
     if last:
         shown = ", ".join(f"{label} {last.get(key, float('nan')):.2f}"
