@@ -194,6 +194,13 @@ def test_cli_train_eval_plot(tmp_path, capsys):
     assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 3
     assert main(["train", "--resume", str(run), "--iterations", "3", "--no-progress"]) == 0
     assert list(read_progress(run)["Itr"]) == [0, 1, 2]
+    assert yaml.safe_load((run / "config.yaml").read_text())["iterations"] == 3  # the extension is recorded
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--iterations", "2", "--no-progress"]) == 0
+    assert "already complete: 3 iterations done, 2 asked for" in " ".join(capsys.readouterr().err.split())
+    assert list(read_progress(run)["Itr"]) == [0, 1, 2]
+    assert main(["train", "--resume", str(run), "--preset", "paper"]) == 2
+    assert "give only --resume RUN_DIR" in capsys.readouterr().err
     assert main(["eval", str(run), "--tasks", "3", "--adapt-steps", "1", "--json"]) == 0
     path = run / "eval_k1_tasks3_seed1000006.csv"  # seed: the run's 3 + 1,000,003
     with open(path) as f:

@@ -63,19 +63,25 @@ def run(args: argparse.Namespace) -> None:
 
     from rich.console import Console
 
+    from adaptrl.experiment.checkpoints import read_checkpoint
     from adaptrl.experiment.config import build_config, parse_set
     from adaptrl.experiment.rundir import load_run_config
     from adaptrl.experiment.trainer import train
 
     console = Console(stderr=True)
     if args.resume:
-        if args.algo or args.env or args.set or args.seed is not None or args.out:
+        if args.algo or args.env or args.set or args.seed is not None or args.out or args.preset != "default":
             raise ConfigError("--resume continues a run with its own config.yaml; give only "
                               "--resume RUN_DIR (and optionally --iterations).")
         config = load_run_config(args.resume)
         if args.iterations is not None:
             config = dataclasses.replace(config, iterations=int(args.iterations))
         run_dir = Path(args.resume)
+        done = int(read_checkpoint(run_dir)[1]["iteration"])
+        if done >= config.iterations:
+            console.print(f"{run_dir} is already complete: {done} iterations done, {config.iterations} "
+                          "asked for; nothing to do (extend it with --iterations N).")
+            return
     else:
         if not args.algo or not args.env:
             raise ConfigError("train needs ALGO and --env (or --resume RUN_DIR); see adaptrl train --help.")

@@ -30,9 +30,17 @@ def prepare_run_dir(config: TrainConfig, run_dir: str | Path) -> Path:
         raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                           "or choose another --out.")
     run_dir.mkdir(parents=True, exist_ok=True)
-    groups = ALGORITHMS.get(config.algo).settings if config.algo in ALGORITHMS else None
-    (run_dir / CONFIG_FILE).write_text(config.to_yaml(groups))
+    write_run_config(config, run_dir)
     return run_dir
+
+
+def write_run_config(config: TrainConfig, run_dir: str | Path) -> Path:
+    """``run_dir/config.yaml``: the settings of the groups the run's algorithm uses (rewritten on
+    resume, so an extended ``iterations`` is recorded)."""
+    groups = ALGORITHMS.get(config.algo).settings if config.algo in ALGORITHMS else None
+    path = Path(run_dir) / CONFIG_FILE
+    path.write_text(config.to_yaml(groups))
+    return path
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:

@@ -26,7 +26,7 @@ from typing import Any
 from adaptrl.algorithms import ALGORITHMS, Algorithm
 from adaptrl.errors import AdaptrlError, ConfigError
 from adaptrl.experiment.checkpoints import read_checkpoint, restore_state, save_checkpoint
-from adaptrl.experiment.rundir import ProgressWriter, prepare_run_dir
+from adaptrl.experiment.rundir import ProgressWriter, prepare_run_dir, write_run_config
 from adaptrl.experiment.seeding import init_key, iteration_key
 from adaptrl.meta.config import TrainConfig
 
@@ -86,6 +86,7 @@ def run_loop(algorithm: Algorithm, config: Any, run_dir: str | Path, *, resume: 
     run_dir = Path(run_dir)
     if resume:
         state, meta = restore(algorithm, config, run_dir)
+        write_run_config(config, run_dir)
         start_itr, n_timesteps = int(meta["iteration"]), int(meta["n_timesteps"])
         time_used = float(meta["time"])
         writer = ProgressWriter(run_dir, keep_rows=start_itr, tensorboard=tensorboard)
