@@ -201,3 +201,20 @@ def test_learning_curve_draws_every_step_on_one_axis(tmp_path):
     assert present(STEP_COLORS[0]) and present(POST_UPDATE_COLOR)
     with pytest.raises(ConfigError, match="has no column 'Step_2-AverageReturn'"):
         plot_learning_curve(run, ["Step_2-AverageReturn"], ["x"], run / "bad.png")
+
+
+def test_copies_of_a_run_count_as_one_seed_and_truncation_is_said(tmp_path, runs):
+    """Two seeds copied twice are two seeds, not four (a narrower band would be a lie), and cutting
+    curves to the shortest run is announced."""
+    import shutil
+    import warnings
+
+    copies = [shutil.copytree(run, tmp_path / f"{run.name}_copy") for run in runs[:2]]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        groups = group_runs([*runs[:2], *copies])
+        align_runs([r["progress"] for r in groups["promp · PointCorners"]], "Step_0-AverageReturn")
+    assert [r["config"]["seed"] for r in groups["promp · PointCorners"]] == [0, 1]
+    messages = " ".join(str(w.message) for w in caught)
+    assert "4 runs but 2 distinct configurations" in messages
+    assert "cut to the shortest run (4 rows)" in messages

@@ -216,7 +216,26 @@ def group_runs(run_dirs: Sequence[str | Path],
     groups: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         groups.setdefault(_run_label(run["config"], label_by, run["dir"]), []).append(run)
-    return {label: sorted(members, key=_seed_order) for label, members in groups.items()}
+    return {label: _one_run_per_seed(label, sorted(members, key=_seed_order))
+            for label, members in groups.items()}
+
+
+def _one_run_per_seed(label: str, members: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One run per distinct configuration: runs whose ``config.yaml`` agree on everything but the
+    iteration count (copies of a run, same seed) are not independent samples, and counting them
+    would narrow the ± std band. Warns when it drops any."""
+    kept, seen = [], []
+    for run in members:
+        identity = {k: v for k, v in run["config"].items() if k != "iterations"} or {"dir": run["dir"]}
+        if identity in seen:
+            continue
+        seen.append(identity)
+        kept.append(run)
+    if len(kept) < len(members):
+        dropped = [str(run["dir"]) for run in members if run not in kept]
+        warnings.warn(f"{label}: {len(members)} runs but {len(kept)} distinct configurations (seeds); "
+                      f"copies counted once (ignored: {', '.join(dropped)}).", UserWarning, stacklevel=3)
+    return kept
 
 
 def align_runs(progresses: Sequence[Mapping[str, np.ndarray]], key: str,
@@ -228,7 +247,11 @@ def align_runs(progresses: Sequence[Mapping[str, np.ndarray]], key: str,
     """
     if not progresses:
         raise ConfigError("no runs to align.")
-    n = min(len(p[key]) for p in progresses)
+    lengths = [len(p[key]) for p in progresses]
+    n = min(lengths)
+    if len(set(lengths)) > 1:
+        warnings.warn(f"{key}: runs have {min(lengths)}–{max(lengths)} rows; the curve is cut to the "
+                      f"shortest run ({n} rows).", UserWarning, stacklevel=2)
     ys = np.stack([np.asarray(p[key], dtype=float)[:n] for p in progresses])
     xs = np.stack([np.asarray(p[x_key], dtype=float)[:n] for p in progresses])
     with warnings.catch_warnings():
