@@ -200,3 +200,29 @@ def test_module_import_syntax():
     obs, _ = env.reset(seed=0)
     assert obs.shape == (1,)
     env.close()
+
+
+@pytest.mark.parametrize("name", ["HalfCheetahRandDirec", "PointCorners", "HalfCheetah", "Point2D"])
+def test_envs_pickle_and_deepcopy(name):
+    """Vector envs and Gymnasium envs survive pickle and deepcopy (worker processes, Ray actors,
+    snapshots): the copy is a fresh env of the same family and options that steps like the original."""
+    import copy
+    import pickle
+
+    import adaptrl.envs
+
+    vec = adaptrl.envs.make(name, horizon=7)
+    for clone in (pickle.loads(pickle.dumps(vec)), copy.deepcopy(vec)):
+        assert clone.spec.horizon == 7 and clone.spec.name == vec.spec.name
+        tasks = vec.sample_tasks(2, 0)
+        a, b = vec.reset(tasks, 3, seed=1), clone.reset(tasks, 3, seed=1)
+        np.testing.assert_array_equal(a, b)
+        actions = np.full((2, 3, vec.spec.act_dim), 0.3)
+        np.testing.assert_array_equal(vec.step(actions)[0], clone.step(actions)[0])
+    env = gymnasium.make(f"adaptrl/{name}-v0")
+    env.reset(seed=3)
+    clone = pickle.loads(pickle.dumps(env))
+    np.testing.assert_array_equal(clone.reset(seed=3)[0], env.reset(seed=3)[0])
+    action = env.action_space.sample()
+    np.testing.assert_array_equal(clone.step(action)[0], env.step(action)[0])
+    copy.deepcopy(env).reset(seed=0)

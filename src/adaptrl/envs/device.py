@@ -275,8 +275,14 @@ class DeviceVectorEnv:
     Options: ``normalize_actions`` (default: the family's), ``horizon`` (``spec.horizon``, the
     default trajectory length; default the family's) and the family's task options."""
 
+    def __reduce__(self):
+        """Pickle and deep-copy by family name and options (a fresh env; jitted functions are not
+        picklable)."""
+        return _rebuild_device_env, (self.family.name, self._init_args)
+
     def __init__(self, family: DeviceFamily, *, normalize_actions: bool | None = None,
                  horizon: int | None = None, **task_options: Any):
+        self._init_args = dict(normalize_actions=normalize_actions, horizon=horizon, **task_options)
         self.family = family
         self.options = family.validate_options(task_options)
         self.normalize_actions = (
@@ -356,3 +362,8 @@ def _drop_key_step(sim: FamilySimulator, obs, action, task):
     """``sim.step`` from an observation, for the deterministic families (no parameters, no key)."""
     state, reward, done = sim.step({}, SimState(obs, task), action, jax.random.PRNGKey(0))
     return state.obs, reward, done
+
+
+def _rebuild_device_env(name: str, init_args: dict) -> DeviceVectorEnv:
+    family = FAMILIES[name] if name in FAMILIES else SINGLE_TASK_FAMILIES[name]
+    return DeviceVectorEnv(family, **init_args)

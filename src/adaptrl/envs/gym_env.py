@@ -65,6 +65,15 @@ class MetaEnv(gymnasium.Env):
         self._obs: np.ndarray | None = None
         self._renderer = None
 
+    def __getstate__(self) -> dict:
+        """Pickling keeps everything but the renderer (rebuilt on the next ``render``); the vector
+        env inside is rebuilt fresh, so a copy must be ``reset`` before stepping."""
+        state = dict(self.__dict__)
+        state["_renderer"] = None
+        state.pop("_render_data", None)
+        state["_obs"] = None
+        return state
+
     # ----------------------------------------------------------------------------- meta API
     def sample_tasks(self, n: int) -> list[Task]:
         """``n`` tasks drawn with this env's ``np_random`` (seed it through ``reset(seed=...)``)."""

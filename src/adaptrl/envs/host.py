@@ -30,6 +30,8 @@ import numpy as np
 
 from adaptrl.envs.base import EnvSpec, Tasks, check_tasks, env_action, flat_step_actions, num_tasks
 from adaptrl.envs.kinematics import BatchKinematics
+from adaptrl.envs.mujoco_families import FAMILIES as MUJOCO_FAMILIES
+from adaptrl.envs.mujoco_families import SINGLE_TASK_FAMILIES as MUJOCO_SINGLE_TASK
 from adaptrl.envs.mujoco_families import MujocoFamily, load_model
 from adaptrl.errors import ConfigError, require_positive_int
 
@@ -161,6 +163,12 @@ class HostVectorEnv:
     the family's), ``num_threads`` and the family's task options.
     """
 
+    def __reduce__(self):
+        """Pickle and deep-copy by family name and options: the copy is a fresh env (call
+        ``reset`` on it), so envs can go to worker processes and Ray actors (MuJoCo's batched
+        ``Rollout`` and thread pool cannot be pickled)."""
+        return _rebuild_host_env, (self.family.name, self._init_args)
+
     def __init__(
         self,
         family: MujocoFamily,
@@ -173,6 +181,8 @@ class HostVectorEnv:
         import mujoco
         from mujoco import rollout
 
+        self._init_args = dict(normalize_actions=normalize_actions, horizon=horizon, num_threads=num_threads,
+                               **task_options)
         self.family = family
         self.options = family.validate_options(task_options)
         self.normalize_actions = (
@@ -393,3 +403,8 @@ def _noise(rng: np.random.Generator, kind_scale: tuple[str, float], shape) -> np
     if kind == "uniform":
         return rng.uniform(-scale, scale, size=shape)
     return scale * rng.standard_normal(shape)
+
+
+def _rebuild_host_env(name: str, init_args: dict) -> HostVectorEnv:
+    family = MUJOCO_FAMILIES[name] if name in MUJOCO_FAMILIES else MUJOCO_SINGLE_TASK[name]
+    return HostVectorEnv(family, **init_args)
