@@ -226,3 +226,33 @@ def test_envs_pickle_and_deepcopy(name):
     action = env.action_space.sample()
     np.testing.assert_array_equal(clone.step(action)[0], env.step(action)[0])
     copy.deepcopy(env).reset(seed=0)
+
+
+def test_async_vector_env_with_fork_after_jax_fails_clearly_and_spawn_works():
+    """gymnasium.make_vec(..., "async") of a JAX family once JAX has run: fork gives one clear error
+    (it used to hang forever); spawn works. Run in a subprocess with a timeout so a hang fails."""
+    import subprocess
+    import sys
+
+    script = '''
+import sys, jax, gymnasium, numpy as np, adaptrl
+jax.numpy.ones(3).sum().block_until_ready()       # JAX has run in the parent
+mode = sys.argv[1]
+kwargs = {"context": "spawn"} if mode == "spawn" else {"context": "fork"}
+env = gymnasium.make_vec("adaptrl/PointCorners-v0", num_envs=2, vectorization_mode="async",
+                         vector_kwargs=kwargs)
+try:
+    obs, _ = env.reset(seed=0)
+    print("OK", obs.shape)
+except Exception as exc:
+    print("ERROR", exc)
+finally:
+    env.close(terminate=True)
+'''
+    outputs = {}
+    for mode in ("fork", "spawn"):
+        done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True,
+                              timeout=120)
+        outputs[mode] = done.stdout + done.stderr
+    assert "OK (2, 2)" in outputs["spawn"], outputs["spawn"]
+    assert "cannot be used in a process forked after JAX ran" in outputs["fork"], outputs["fork"]

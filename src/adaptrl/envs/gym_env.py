@@ -11,10 +11,17 @@ option, ``gymnasium.make("adaptrl/HalfCheetah-v0", max_episode_steps=1000)``. Th
 env would still end episodes at the registered length.
 
 ``import adaptrl`` registers the ids; without it use ``gymnasium.make("adaptrl:adaptrl/<Name>-v0")``.
+
+Worker processes: the JAX families (point, 1-D) cannot be built in a process *forked* from one in
+which JAX has run (XLA's threads do not survive ``fork``; the child would hang). There the
+constructor raises one clear error instead; pass ``vector_kwargs={"context": "spawn"}`` to
+``gymnasium.make_vec(..., vectorization_mode="async")``. Envs pickle (the vector env is rebuilt from
+its family and options), so ``spawn`` and Ray workers work.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import gymnasium
@@ -31,6 +38,28 @@ from adaptrl.envs import (
 from adaptrl.envs.base import Task, check_tasks, stack_tasks, unstack_tasks
 from adaptrl.envs.mujoco_families import ALIASES
 from adaptrl.errors import ConfigError
+
+_IMPORT_PID = os.getpid()
+
+
+def jax_has_run() -> bool:
+    """Whether this process (or the parent it was forked from) has initialised a JAX backend."""
+    try:
+        from jax._src import xla_bridge  # private: JAX exposes no public query for this
+
+        return bool(xla_bridge.backends_are_initialized())
+    except (ImportError, AttributeError):  # pragma: no cover - other JAX versions: assume it has
+        return True
+
+
+def refuse_forked_jax(name: str) -> None:
+    """One clear error instead of a hang: a JAX family in a child forked after JAX ran."""
+    if os.getpid() != _IMPORT_PID and jax_has_run():
+        raise ConfigError(
+            f"adaptrl/{name} runs in JAX, which cannot be used in a process forked after JAX ran in "
+            "its parent (it would hang). Start workers with spawn, e.g. gymnasium.make_vec(..., "
+            "vectorization_mode='async', vector_kwargs={'context': 'spawn'})."
+        )
 
 
 class MetaEnv(gymnasium.Env):
@@ -51,6 +80,8 @@ class MetaEnv(gymnasium.Env):
             )
         if family_backend(name) == "host":
             options.setdefault("num_threads", 1)
+        else:
+            refuse_forked_jax(name)
         self._venv = make(name, **options)
         spec = self._venv.spec
         self.name, self.render_mode = name, render_mode
