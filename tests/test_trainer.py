@@ -292,3 +292,24 @@ def test_progress_goes_to_a_log_file_line_by_line(tmp_path, capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if "itr " in line]
     assert [line.split("itr ")[1].split()[0] for line in lines] == ["1/2", "2/2"]
     assert "pre" in lines[0] and lines[0].rstrip().endswith("s)")
+
+
+def test_damaged_checkpoint_falls_back_to_the_previous_one_and_damaged_config_is_one_error(tmp_path, capsys):
+    """A damaged latest.npz: resume falls back to previous.npz (one checkpoint earlier) and still
+    ends with the uninterrupted run's rows; a damaged config.yaml gives one error with its line."""
+    config = tiny(iterations=3, checkpoint_every=1)
+    quiet_train(config, tmp_path / "straight")
+    run = tmp_path / "run"
+    quiet_train(dataclasses.replace(config, iterations=2), run)
+    checkpoints = run / "checkpoints"
+    assert read_checkpoint(run)[1]["iteration"] == 2
+    (checkpoints / "latest.npz").write_bytes(b"not a zip file")
+    with pytest.warns(UserWarning, match="Falling back to .*previous.npz \\(iteration 1\\)"):
+        assert read_checkpoint(run)[1]["iteration"] == 1
+    with pytest.warns(UserWarning, match="Falling back"):
+        quiet_train(config, run, resume=True)
+    assert rows_without_time(run) == rows_without_time(tmp_path / "straight")
+    (run / "config.yaml").write_text("algo: promp\nenv: [PointCorners\nseed: 0\n")
+    assert main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "config.yaml is damaged: not valid YAML at line" in err and "Traceback" not in err

@@ -1,6 +1,7 @@
 """Checkpoints: an algorithm's state pytree with named fields, written atomically.
 
-Format (version 2): one ``.npz`` file, ``run_dir/checkpoints/latest.npz``, holding every array
+Format (version 2): one ``.npz`` file, ``run_dir/checkpoints/latest.npz`` (the one before it kept
+as ``previous.npz``, the fallback if ``latest.npz`` is damaged), holding every array
 leaf of the state under its pytree path (``.meta_params['policy']['params']['output']['kernel']``
 …) and a JSON record ``__meta__`` with the format version, the seed, the number of completed
 iterations, the environment-step counter and the wall-clock time used so far. Restoring puts the
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,9 @@ from adaptrl.errors import ConfigError
 from adaptrl.runfiles import CHECKPOINT_DIR
 
 LATEST = "latest.npz"
+PREVIOUS = "previous.npz"
+"""The checkpoint before ``latest.npz``: the fallback when ``latest.npz`` is damaged (e.g. its
+disk filled, or someone overwrote it)."""
 FORMAT_VERSION = 2
 _META = "__meta__"
 
@@ -57,6 +62,8 @@ def save_checkpoint(run_dir: str | Path, state: Any, meta: dict[str, Any]) -> Pa
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        if (folder / LATEST).is_file():
+            os.replace(folder / LATEST, folder / PREVIOUS)
         os.replace(tmp, folder / LATEST)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -76,6 +83,22 @@ def read_checkpoint(run_dir: str | Path) -> tuple[dict[str, np.ndarray], dict[st
                               "wrote it.")
         raise ConfigError(f"{run_dir} has no checkpoint ({path} is missing); it was stopped before "
                           "its first checkpoint (delete it and start again) or is not a run directory.")
+    try:
+        return _read_npz(path)
+    except ConfigError as damaged:
+        previous = path.with_name(PREVIOUS)
+        if not previous.is_file():
+            raise
+        try:
+            arrays, meta = _read_npz(previous)
+        except ConfigError:
+            raise damaged from None
+        warnings.warn(f"{damaged} Falling back to {previous} (iteration {meta['iteration']}); the "
+                      "iterations after it are redone.", UserWarning, stacklevel=2)
+        return arrays, meta
+
+
+def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}

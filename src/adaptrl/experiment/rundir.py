@@ -48,7 +48,17 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run directory ({CONFIG_FILE} is missing).")
-    return config_from_dict(yaml.safe_load(path.read_text()) or {})
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path} is damaged: not valid YAML{where} "
+                          f"({getattr(exc, 'problem', None) or type(exc).__name__}); fix or restore it."
+                          ) from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path} is damaged: expected a mapping of settings, got {type(data).__name__}.")
+    return config_from_dict(data or {})
 
 
 class ProgressWriter:
