@@ -53,18 +53,22 @@ def planner_settings(config: TrainConfig) -> dict[str, Any]:
 class MPCController:
     """A planner on the model as a :class:`~adaptrl.sampling.Controller`: one jitted
     :func:`~adaptrl.planners.batched_plan` call per real step for all environments; the carry is
-    every environment's warm-start plan. Records the plans' predicted returns."""
+    every environment's warm-start plan. With one particle each call plans with one ensemble member
+    drawn uniformly from the call's key. Records the plans' predicted returns."""
 
     plan: Any  # jitted (params, states, obs, key) -> (actions, states, info)
     init_state: Any  # (batch) -> PlanState batch
     params: Any
     predicted: list
+    members: int = 1
 
     def init(self, batch: int, key: jax.Array) -> PlanState:
         return self.init_state(batch)
 
     def act(self, carry: PlanState, obs: np.ndarray, key: jax.Array) -> tuple[np.ndarray, PlanState]:
-        action, carry, info = self.plan(self.params, carry, jnp.asarray(obs), key)
+        member = jax.random.randint(jax.random.fold_in(key, 7), (), 0, self.members)
+        params = {**self.params, "member": member}
+        action, carry, info = self.plan(params, carry, jnp.asarray(obs), key)
         self.predicted.append(info["predicted_return"])
         return np.asarray(action), carry
 
@@ -93,7 +97,8 @@ class MBMPC:
         self.env.close()
 
     def controller(self, state: ModelBasedState) -> MPCController:
-        return MPCController(self._plan, self._init_states, self.mb.planner_params(state), [])
+        return MPCController(self._plan, self._init_states, self.mb.planner_params(state), [],
+                             self.config.model_members)
 
     # ----------------------------------------------------------------- the Algorithm protocol
     def init(self, key: jax.Array) -> ModelBasedState:

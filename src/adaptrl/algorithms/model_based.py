@@ -221,10 +221,11 @@ class ModelBased:
 
     def planner_step(self):
         """The ensemble as a planner step function ``(params, obs, action, particle, key)``.
-        With several particles, particle p follows member p mod K (PETS's TS-∞); with one, each
-        planning step uses a uniformly random member, the same for every candidate (the thesis
-        code's ``rand`` prediction, with common random numbers across candidates so that the member
-        draw does not decide which candidate wins). Reward and termination are the env's."""
+        With several particles, particle p follows member p mod K (PETS's TS-∞). With one, every
+        planning call uses one member drawn uniformly for that call (``params["member"]``), the
+        same for all candidates and environments: over an episode every member plans, the member
+        draw does not decide which candidate wins, and all candidates share the member's weights
+        (one dense matmul). Reward and termination are the env's."""
         spec, dyn, k_members = self.env.spec, self.dynamics, self.spec.members
         low, high = jnp.asarray(spec.action_low), jnp.asarray(spec.action_high)
         reward_fn, terminated_fn, task = self.reward_fn, self.terminated_fn, self.task
@@ -236,10 +237,9 @@ class ModelBased:
 
         def step(params, obs, action, particle, key):
             a = env_action(action, low, high, normalize, xp=jnp)
-            if one_particle:  # a uniformly random member per planning step, shared by all candidates
-                member_id = jax.random.randint(jax.random.fold_in(key, 7), (), 0, k_members)
-            else:  # TS-∞: particle p follows member p mod K for the whole horizon
-                member_id = particle % k_members
+            # one particle: the member drawn for this planning call (MPCController.act);
+            # several: TS-∞, particle p follows member p mod K for the whole horizon
+            member_id = params["member"] if one_particle else particle % k_members
             next_obs = dyn.member_next(params["model"], member_id, obs[None], a[None], key)[0]
             if clip:
                 width = (params["obs_high"] - params["obs_low"]) * params["clip_margin"]
@@ -253,4 +253,5 @@ class ModelBased:
         both = np.concatenate([obs, next_obs])
         return {"model": state.model.params, "obs_low": jnp.asarray(both.min(0)),
                 "obs_high": jnp.asarray(both.max(0)),
-                "clip_margin": jnp.asarray(self.config.model_clip_margin, jnp.float32)}
+                "clip_margin": jnp.asarray(self.config.model_clip_margin, jnp.float32),
+                "member": jnp.asarray(0, jnp.int32)}

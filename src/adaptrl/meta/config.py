@@ -269,7 +269,7 @@ FIELD_HELP: dict[str, str] = {
     "plan_horizon": "planning horizon H (steps)",
     "plan_candidates": "action sequences evaluated per planning step",
     "plan_particles": "particles per candidate; particle p follows ensemble member p mod K "
-                      "(TS-∞ of PETS); 1: a random member per planning step, shared by all candidates",
+                      "(TS-∞ of PETS); 1: one random member per planning call",
     "plan_discount": "discount of the planned return",
     "cem_elites": "CEM: elite sequences refitted per iteration",
     "cem_iterations": "CEM: refits per planning step",
