@@ -313,3 +313,29 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one_and_damaged_config_is
     assert main(["eval", str(run)]) == 2
     err = capsys.readouterr().err
     assert "config.yaml is damaged: not valid YAML at line" in err and "Traceback" not in err
+
+
+def test_sigterm_checkpoints_like_ctrl_c(tmp_path):
+    """A cluster scheduler's SIGTERM stops `adaptrl train` as Ctrl-C does: the last completed
+    iteration is checkpointed and the run can be resumed."""
+    import signal
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "adaptrl.cli", "train", "promp", "--env", "PointCorners",
+            "--iterations", "500", "--out", str(run), "--set", "checkpoint_every=1000"]
+    for key, value in TINY.items():
+        setting = "env_options.reward_type=dense" if key == "env_options" else \
+            f"{key}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
+        args += ["--set", setting]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if "itr 2/500" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, rest
+    assert "checkpoint written" in rest
+    done = read_checkpoint(run)[1]["iteration"]
+    assert done >= 2 and len(read_progress(run)["Itr"]) == done

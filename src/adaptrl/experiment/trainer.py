@@ -5,7 +5,7 @@
 for the files): ``config.yaml``, ``progress.csv`` and TensorBoard (one row per iteration:
 ``Itr``, ``n_timesteps``, the algorithm's metrics, ``ItrTime``, ``Time``), the progress bar with the
 algorithm's headline metrics, checkpoints every ``checkpoint_every`` iterations and on Ctrl-C,
-``--resume``, the NaN stop and callbacks.
+``--resume``, the NaN stop and callbacks. SIGTERM is handled as Ctrl-C while it runs.
 
 All randomness of iteration i comes from ``fold_in(key(seed), i + 1)``
 (:mod:`adaptrl.experiment.seeding`), so a run resumed from its checkpoint writes exactly the rows
@@ -16,7 +16,9 @@ stops the run with :class:`TrainingDiverged`; the last good checkpoint is kept.
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -109,6 +111,7 @@ def run_loop(algorithm: Algorithm, config: Any, run_dir: str | Path, *, resume: 
 
     progress = _progress_bar(show_progress, f"{config.algo} on {config.env}", config.iterations, start_itr,
                              algorithm.headline)
+    previous_sigterm = _sigterm_as_interrupt()
     try:
         for itr in range(start_itr, config.iterations):
             start = time.perf_counter()
@@ -134,12 +137,27 @@ def run_loop(algorithm: Algorithm, config: Any, run_dir: str | Path, *, resume: 
         interrupted = True
         checkpoint()
     finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         progress.stop()
         writer.close()
     state = committed[0]
     if make_plots and rows and not interrupted:
         write_plots(run_dir, algorithm, state)
     return TrainResult(run_dir, state, rows, interrupted, dict(algorithm.headline))
+
+
+def _sigterm_as_interrupt() -> Any:
+    """While the loop runs, SIGTERM (what cluster schedulers send before killing a job) is handled
+    as Ctrl-C: the last completed iteration is checkpointed. Returns the previous handler (None
+    when not in the main thread, where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def write_plots(run_dir: Path, algorithm: Algorithm, state: Any) -> list[Path]:
