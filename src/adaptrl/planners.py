@@ -237,7 +237,7 @@ def _box(low: ArrayLike, high: ArrayLike, act_dim: int) -> tuple[Array, Array]:
     return low, high
 
 
-def _initial_mean(p: RandomShooting | CEM | MPPI, state: PlanState, initial_plan: ArrayLike | None,
+def _initial_mean(state: PlanState, initial_plan: ArrayLike | None,
                   low: Array, high: Array) -> Array | None:
     """``initial_plan`` clipped to the box, after checking its shape; None when not given."""
     if initial_plan is None:
@@ -263,11 +263,27 @@ def _finish(plan: Array, predicted_return: Array) -> tuple[Array, PlanState, dic
     return action, PlanState(mean=shift_plan(plan), last_action=action), info
 
 
+def _start_mean(state: PlanState, initial_plan: ArrayLike | None, low: Array, high: Array) -> Array:
+    """The mean a CEM/MPPI call starts from: ``initial_plan`` if given, else the warm start."""
+    mean0 = _initial_mean(state, initial_plan, low, high)
+    return jnp.clip(state.mean if mean0 is None else mean0, low, high)
+
+
+class _Planner:
+    """What every planner shares: the initial state."""
+
+    horizon: int
+
+    def init(self, act_dim: int, low: ArrayLike, high: ArrayLike) -> PlanState:
+        """The initial state: a plan at the box centre."""
+        return _init(self, act_dim, low, high)
+
+
 # ----------------------------------------------------------------------------- planners
 
 
 @dataclass(frozen=True)
-class RandomShooting:
+class RandomShooting(_Planner):
     """Random shooting: the best of N action sequences drawn uniformly in the box.
 
     a^n ~ U([low, high]^{H×act}), n = 1…N (plus ``initial_plan`` as candidate N+1 when given);
@@ -283,10 +299,6 @@ class RandomShooting:
     def __post_init__(self):
         _validate_common(self)
 
-    def init(self, act_dim: int, low: ArrayLike, high: ArrayLike) -> PlanState:
-        """The initial state: a plan at the box centre."""
-        return _init(self, act_dim, low, high)
-
     def plan(self, step_fn: StepFn, params: Any, state: PlanState, obs: ArrayLike, key: Array,
              low: ArrayLike, high: ArrayLike, initial_plan: ArrayLike | None = None
              ) -> tuple[Array, PlanState, dict[str, Array]]:
@@ -294,7 +306,7 @@ class RandomShooting:
         low, high = _box(low, high, state.mean.shape[-1])
         key_sample, key_model = jax.random.split(key)
         candidates = uniform_sequences(key_sample, self.candidates, self.horizon, low, high)
-        extra = _initial_mean(self, state, initial_plan, low, high)
+        extra = _initial_mean(state, initial_plan, low, high)
         if extra is not None:
             candidates = jnp.concatenate([candidates, extra[None]], axis=0)
         returns = sequence_returns(step_fn, params, obs, candidates, key_model, self.particles,
@@ -304,7 +316,7 @@ class RandomShooting:
 
 
 @dataclass(frozen=True)
-class CEM:
+class CEM(_Planner):
     """Cross-entropy method with momentum, warm-started from the shifted previous plan.
 
     From μ⁰ = warm start (or ``initial_plan``), σ⁰ = ``init_std``·h, for each iteration i:
@@ -334,18 +346,13 @@ class CEM:
         _set(self, "momentum", _number("CEM", "momentum", self.momentum, 0.0, 1.0, False, True))
         _set(self, "init_std", _number("CEM", "init_std", self.init_std, 0.0, math.inf, True, True))
 
-    def init(self, act_dim: int, low: ArrayLike, high: ArrayLike) -> PlanState:
-        """The initial state: a plan at the box centre."""
-        return _init(self, act_dim, low, high)
-
     def plan(self, step_fn: StepFn, params: Any, state: PlanState, obs: ArrayLike, key: Array,
              low: ArrayLike, high: ArrayLike, initial_plan: ArrayLike | None = None
              ) -> tuple[Array, PlanState, dict[str, Array]]:
         """``(action [act], next state, {"predicted_return", "plan"})`` for one environment."""
         low, high = _box(low, high, state.mean.shape[-1])
         key_sample, key_model = jax.random.split(key)
-        mean0 = _initial_mean(self, state, initial_plan, low, high)
-        mean0 = jnp.clip(state.mean if mean0 is None else mean0, low, high)
+        mean0 = _start_mean(state, initial_plan, low, high)
         std0 = jnp.broadcast_to(self.init_std * 0.5 * (high - low), mean0.shape)
 
         def iteration(carry, k):
@@ -372,7 +379,7 @@ class CEM:
 
 
 @dataclass(frozen=True)
-class MPPI:
+class MPPI(_Planner):
     """MPPI as in PDDM: filtered noise around the mean, reward-weighted averaging.
 
     From μ⁰ = warm start (or ``initial_plan``), for each iteration: ε_n ~ N(0, (``noise_std``·h)²),
@@ -398,18 +405,13 @@ class MPPI:
         _set(self, "noise_std", _number("MPPI", "noise_std", self.noise_std, 0.0, math.inf, True, True))
         _set(self, "smoothing", _number("MPPI", "smoothing", self.smoothing, 0.0, 1.0, True, False))
 
-    def init(self, act_dim: int, low: ArrayLike, high: ArrayLike) -> PlanState:
-        """The initial state: a plan at the box centre."""
-        return _init(self, act_dim, low, high)
-
     def plan(self, step_fn: StepFn, params: Any, state: PlanState, obs: ArrayLike, key: Array,
              low: ArrayLike, high: ArrayLike, initial_plan: ArrayLike | None = None
              ) -> tuple[Array, PlanState, dict[str, Array]]:
         """``(action [act], next state, {"predicted_return", "plan"})`` for one environment."""
         low, high = _box(low, high, state.mean.shape[-1])
         key_sample, key_model = jax.random.split(key)
-        mean0 = _initial_mean(self, state, initial_plan, low, high)
-        mean0 = jnp.clip(state.mean if mean0 is None else mean0, low, high)
+        mean0 = _start_mean(state, initial_plan, low, high)
         sigma = self.noise_std * 0.5 * (high - low)
         last_action = jnp.clip(state.last_action, low, high)
 

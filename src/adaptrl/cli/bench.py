@@ -74,17 +74,15 @@ def run_models(args: argparse.Namespace) -> None:
     def measure(progress: Any = None) -> dict[str, Any]:
         return models_benchmark(args.env, members=args.members, hidden_sizes=hidden, epochs=args.epochs,
                                 batch_size=args.batch_size, data_episodes=args.data_episodes,
-                                tasks=args.tasks,
-                                rollouts=args.rollouts, horizon=args.horizon, planner=args.planner,
+                                tasks=args.tasks, rollouts=args.rollouts, horizon=args.horizon,
+                                planner=args.planner,
                                 candidates=args.candidates, plan_horizon=args.plan_horizon,
                                 plan_envs=args.plan_envs, repeats=args.repeats, seed=args.seed,
                                 progress=progress)
 
-    if args.json:
-        print(json.dumps(measure()))
+    r = _measure(args, measure)
+    if r is None:
         return
-    with Console(stderr=True).status("benchmarking") as status:
-        r = measure(lambda msg: status.update(msg))
     out = Console()
     out.print(f"[bold]{r['env']}[/bold]: {r['members']} × {tuple(r['hidden_sizes'])} models, "
               f"{r['data_rows']} transitions")
@@ -99,6 +97,18 @@ def run_models(args: argparse.Namespace) -> None:
               f"{r['plan_envs']} envs per call)")
 
 
+def _measure(args: argparse.Namespace, measure: Any) -> dict[str, Any] | None:
+    """``measure()`` printed as one JSON object with ``--json`` (then None), else measured under a
+    status line and returned for printing."""
+    from rich.console import Console
+
+    if args.json:
+        print(json.dumps(measure()))
+        return None
+    with Console(stderr=True).status("benchmarking") as status:
+        return measure(lambda msg: status.update(msg))
+
+
 def run(args: argparse.Namespace) -> None:
     """Run the sampler benchmark and print its rates (or one JSON object)."""
     from rich.console import Console
@@ -110,11 +120,9 @@ def run(args: argparse.Namespace) -> None:
                                  threads=args.threads, gymnasium_steps=args.gymnasium, seed=args.seed,
                                  progress=progress)
 
-    if args.json:
-        print(json.dumps(measure()))
+    result = _measure(args, measure)
+    if result is None:
         return
-    with Console(stderr=True).status("benchmarking") as status:
-        result = measure(lambda msg: status.update(msg))
     out = Console()
     out.print(f"[bold]{result['env']}[/bold]: {result['tasks']} tasks × {result['rollouts']} rollouts "
               f"× {result['horizon']} steps ({result['batch_envs']} envs, {result['threads']} threads)")
