@@ -159,6 +159,53 @@ class GaussianPolicy:
         return gaussian_kl(dist_p.mean, dist_p.log_std, dist_q.mean, dist_q.log_std)
 
 
+@dataclass(frozen=True)
+class ExplorationActor:
+    """A Gaussian policy's mean plus exploration noise, as an actor for the sampler (ME-TRPO's
+    real-data exploration, thesis App. A.1.3; docs/model-based.md):
+
+        a_t = μ_θ(s_t) + σ·ε_t,   ε_t ~ N(0, I),   σ ~ U(0, max_std)
+
+    with σ drawn once per episode (``per="episode"``, the thesis) or at every step
+    (``per="step"``, the original code). ``max_std = 0`` acts with the mean (deterministic).
+    ``dist`` and the log-density are the policy's own (the noise replaces its σ); the sampler's
+    noise layout is ``[T, M, R]``, time first."""
+
+    policy: GaussianPolicy
+    max_std: float = 0.0
+    per: str = "episode"
+
+    @property
+    def act_dim(self) -> int:
+        return self.policy.act_dim
+
+    def init(self, key: jax.Array, obs: jax.Array) -> Params:
+        return self.policy.init(key, obs)
+
+    def distribution(self, params: Params, obs: jax.Array) -> GaussianDist:
+        return self.policy.distribution(params, obs)
+
+    def sample_noise(self, key: jax.Array, batch_shape: tuple[int, ...]) -> jax.Array:
+        eps_key, std_key = jax.random.split(key)
+        eps = jax.random.normal(eps_key, (*batch_shape, self.act_dim))
+        std_shape = (*batch_shape, 1) if self.per == "step" else (1, *batch_shape[1:], 1)
+        return eps * self.max_std * jax.random.uniform(std_key, std_shape)
+
+    def sample(self, params: Params, obs: jax.Array, noise: jax.Array):
+        dist = self.policy.apply(params, obs)
+        action = dist.mean + noise
+        return action, dist, gaussian_log_prob(action, dist.mean, dist.log_std)
+
+    def log_prob(self, dist: GaussianDist, actions: jax.Array) -> jax.Array:
+        return self.policy.log_prob(dist, actions)
+
+    def entropy(self, dist: GaussianDist) -> jax.Array:
+        return self.policy.entropy(dist)
+
+    def kl(self, dist_p: GaussianDist, dist_q: GaussianDist) -> jax.Array:
+        return self.policy.kl(dist_p, dist_q)
+
+
 POLICIES: Registry[Callable[..., GaussianPolicy]] = Registry("policy kind")
 
 

@@ -83,6 +83,7 @@ class AdaptationResult:
 
     tasks: dict
     trajectories: list[Trajectories] = field(default_factory=list)
+    task_params: Any = None  # θ_K per task (leading task axis)
     batches: list[StepBatch] = field(default_factory=list)
     cv_params: Any = None
     cv_loss: float = math.nan
@@ -95,7 +96,8 @@ class MetaRL:
     def __init__(self, config: TrainConfig, env: VectorEnv, sampler: Sampler, learner: MetaLearner):
         self.config, self.env, self.sampler, self.learner = config, env, sampler, learner
         k = config.inner_steps
-        self.headline = {"pre": "Step_0-AverageReturn", "post": f"Step_{k}-AverageReturn"}
+        self.headline = ({"pre": "Step_0-AverageReturn", "post": f"Step_{k}-AverageReturn"} if k
+                         else {"return": "Step_0-AverageReturn"})
         self.curve = {"pre-update (step 0)" if k else "return": "Step_0-AverageReturn",
                       **{f"after {i} adaptation step{'s' if i > 1 else ''}": f"Step_{i}-AverageReturn"
                          for i in range(1, k + 1)}}
@@ -120,14 +122,18 @@ class MetaRL:
     def init(self, key: jax.Array) -> LearnerState:
         return self.learner.init(key)
 
-    def iteration(self, state: LearnerState, itr: int, key: jax.Array) -> IterationOutput:
-        """One meta-iteration: tasks, K+1 sampling rounds with adaptation, the outer update."""
+    def iteration(self, state: LearnerState, itr: int, key: jax.Array,
+                  sim_params: Any = None) -> IterationOutput:
+        """One meta-iteration: tasks, K+1 sampling rounds with adaptation, the outer update.
+
+        ``sim_params`` are a device simulator's parameters (a learned model's weights, when the
+        environment is a :class:`~adaptrl.models.simulator.ModelVectorEnv`: MB-MPO's meta-step)."""
         config = self.config
         task_key, sample_key = jax.random.split(key)
         tasks = self.env.sample_tasks(config.tasks_per_iter, seed=task_seed(task_key))
         timings: dict[str, float] = {}
         result = sample_and_adapt(self, state.meta_params, tasks, sample_key, config.inner_steps, timings,
-                                  cv_params=state.cv_params)
+                                  cv_params=state.cv_params, sim_params=sim_params)
         state = state._replace(cv_params=result.cv_params)
         row: dict[str, float] = {}
         steps = 0
@@ -198,8 +204,13 @@ class MetaRL:
 
 
 def sample_and_adapt(exp: MetaRL, meta_params: dict, tasks: dict, key: jax.Array, steps: int,
-                     timings: dict[str, float] | None = None, cv_params: Any = None) -> AdaptationResult:
-    """Sample with θ_0 = θ, adapt ``steps`` times (one fresh batch per step), sample with θ_K.
+                     timings: dict[str, float] | None = None, cv_params: Any = None,
+                     sim_params: Any = None, sample_final: bool = True) -> AdaptationResult:
+    """Sample with θ_0 = θ, adapt ``steps`` times (one fresh batch per step), sample with θ_K
+    (not with ``sample_final=False``: then only θ_K is wanted, ``result.task_params``).
+
+    ``sim_params`` go to every :meth:`~adaptrl.sampling.Sampler.collect` (a device simulator's
+    parameters, e.g. a learned model's; ``None``: its defaults).
 
     With a control variate (TMAML) and its ``cv_params``, every step's batch first updates the
     control variate and gets its baselines (before the inner step uses them); the updated
@@ -214,9 +225,9 @@ def sample_and_adapt(exp: MetaRL, meta_params: dict, tasks: dict, key: jax.Array
     def timed(name: str, start: float) -> None:
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
-    for k in range(steps + 1):
+    for k in range(steps + 1 if sample_final else steps):
         start = time.perf_counter()
-        traj = exp.sampler.collect(task_params, tasks, keys[k])
+        traj = exp.sampler.collect(task_params, tasks, keys[k], sim_params=sim_params)
         timed("Time-Sampling", start)
         start = time.perf_counter()
         batch = exp.process(traj)
@@ -233,6 +244,7 @@ def sample_and_adapt(exp: MetaRL, meta_params: dict, tasks: dict, key: jax.Array
             timed("Time-InnerStep", start)
         result.trajectories.append(traj)
         result.batches.append(batch)
+    result.task_params = task_params
     return result
 
 

@@ -117,7 +117,15 @@ def describe(config: Any) -> str:
     if "planner" in groups:
         parts.append(f"{config.planner} planner ({config.plan_candidates} candidates × "
                      f"{config.plan_horizon} steps)")
+    if "imagination" in groups:
+        per_update = "validation-stopped" if config.policy_validation != "none" else "each"
+        parts.append(f"{config.policy_steps_per_iter} policy updates ({per_update}) on "
+                     f"{config.tasks_per_iter} imagined tasks × {config.rollouts_per_task} rollouts, "
+                     f"K = {config.inner_steps}")
     if "meta" in groups and "model" not in groups:
-        parts.append(f"{config.tasks_per_iter} tasks × {config.rollouts_per_task} rollouts × "
-                     f"{config.horizon} steps, K = {config.inner_steps}")
+        if config.inner_steps == 0 and config.tasks_per_iter == 1:
+            parts.append(f"{config.rollouts_per_task} episodes × {config.horizon} steps per iteration")
+        else:
+            parts.append(f"{config.tasks_per_iter} tasks × {config.rollouts_per_task} rollouts × "
+                         f"{config.horizon} steps, K = {config.inner_steps}")
     return "; ".join(parts)

@@ -36,18 +36,22 @@ from adaptrl.policies import POLICIES
 
 LOSS_REDUCTIONS = ("per_step", "per_trajectory")
 
-SETTING_GROUPS = ("run", "meta", "model", "planner")
+SETTING_GROUPS = ("run", "meta", "model", "planner", "imagination")
 """Settings come in groups: ``run`` (every algorithm), ``meta`` (the policy and its gradient-based
 optimisation: the meta-RL composition, also TRPO in ME-TRPO), ``model`` (real data, the dynamics
-ensemble and the model as a simulator) and ``planner`` (MPC). An algorithm declares the groups it
-uses (:attr:`adaptrl.algorithms.base.AlgorithmSpec.settings`); ``--set`` of another group's key is
-an error naming the algorithms that use it."""
+ensemble and the model as a simulator), ``planner`` (MPC) and ``imagination`` (policy
+optimisation on the model: ME-TRPO's validation, MB-MPO's meta-steps, real-data exploration).
+An algorithm declares the groups it uses (:attr:`adaptrl.algorithms.base.AlgorithmSpec.settings`);
+``--set`` of another group's key is an error naming the algorithms that use it."""
 
 RUN_SETTINGS = ("algo", "env", "env_options", "seed", "iterations", "horizon", "checkpoint_every")
 MODEL_KINDS = ("deterministic", "probabilistic")
 MODEL_ACTIVATIONS = ("relu", "tanh", "swish")
 MEMBER_CHOICES = ("task", "step_rand", "mean")
 START_STATES = ("reset", "buffer")
+POLICY_VALIDATIONS = ("none", "ensemble", "one_model", "model_mean", "real_oracle")
+REAL_DATA_POLICIES = ("adapted", "pre_update")
+EXPLORATION_NOISES = ("none", "episode", "step")
 
 
 def _model(default: Any) -> Any:
@@ -56,6 +60,10 @@ def _model(default: Any) -> Any:
 
 def _planner(default: Any) -> Any:
     return field(default=default, metadata={"group": "planner"})
+
+
+def _imagination(default: Any) -> Any:
+    return field(default=default, metadata={"group": "imagination"})
 
 
 def setting_group(name: str) -> str:
@@ -164,6 +172,19 @@ class TrainConfig:
     mppi_temperature: float = _planner(10.0)
     mppi_noise_std: float = _planner(0.5)
     mppi_smoothing: float = _planner(0.5)
+    # ---- policy optimisation on the model (group "imagination"; ME-TRPO, MB-MPO) ----
+    policy_steps_per_iter: int = _imagination(30)
+    policy_validation: str = _imagination("none")
+    validation_every: int = _imagination(5)
+    validation_patience: int = _imagination(25)
+    validation_threshold: float = _imagination(0.7)
+    validation_rollouts: int = _imagination(500)
+    reset_policy_std: bool = _imagination(False)
+    real_data_policy: str = _imagination("adapted")
+    exploration_noise: str = _imagination("none")
+    exploration_std: float = _imagination(3.0)
+    param_noise_scale: float = _imagination(0.0)
+    real_eval_episodes: int = _imagination(20)
 
     def to_dict(self, groups: tuple[str, ...] | None = None) -> dict[str, Any]:
         """Plain YAML-able mapping (tuples become lists); with ``groups``, only the settings of
@@ -278,6 +299,30 @@ FIELD_HELP: dict[str, str] = {
     "mppi_temperature": "MPPI: γ of the weights exp(γ·(R − max R))",
     "mppi_noise_std": "MPPI: noise std as a fraction of the action half-range",
     "mppi_smoothing": "MPPI: β of the filter u_t = β(mean_t + ε_t) + (1 − β)u_(t−1)",
+    # policy optimisation on the model
+    "policy_steps_per_iter": "policy (meta-)updates per iteration, each on a fresh imagined batch "
+                             "(MB-MPO: 30); with policy_validation, the most (ME-TRPO: 400)",
+    "policy_validation": "stop the updates by validation (ME-TRPO Eq. 5): none (a fixed count), "
+                         "ensemble (≥ threshold of the members improve), one_model, model_mean or "
+                         "real_oracle (the real env: an oracle, its steps are not training data)",
+    "validation_every": "updates between validation checks (ME-TRPO: 5)",
+    "validation_patience": "leave the policy phase after this many updates without a passed check "
+                           "and keep the last passed policy (ME-TRPO: 25)",
+    "validation_threshold": "fraction of members whose deterministic return must strictly improve "
+                            "for a check to pass (ME-TRPO: 0.7)",
+    "validation_rollouts": "fixed start states of the validation returns J_k (ME-TRPO: 500)",
+    "reset_policy_std": "reset the policy's log-std to log(init_std) and the outer optimizer state "
+                        "at the start of every policy phase (ME-TRPO code)",
+    "real_data_policy": "who collects the real data: adapted (the adapted policies, episode j by "
+                        "task j mod M: MB-MPO's tailored exploration) or pre_update (the policy θ)",
+    "exploration_noise": "real-data action noise: none (the policy's own Gaussian), episode (mean "
+                         "+ N(0, σ²), σ ~ U(0, exploration_std) per episode: ME-TRPO thesis) or "
+                         "step (σ redrawn every step: ME-TRPO code)",
+    "exploration_std": "the largest σ of that noise (ME-TRPO: 3.0)",
+    "param_noise_scale": "c of the per-episode parameter noise N(0, (c·|θ − θ_prev|)²) on the "
+                         "weights (ME-TRPO: 3.0; 0 = off)",
+    "real_eval_episodes": "real episodes per iteration measuring the pre-update and the adapted "
+                          "policies (logging only: not training data; 0 = off)",
 }
 
 
@@ -411,6 +456,22 @@ def _validate_model_based(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"mppi_smoothing must be in (0, 1], got {config.mppi_smoothing}.")
     if not 0 < config.plan_discount <= 1:
         raise ConfigError(f"plan_discount must be in (0, 1], got {config.plan_discount}.")
+    choices = {"policy_validation": POLICY_VALIDATIONS, "real_data_policy": REAL_DATA_POLICIES,
+               "exploration_noise": EXPLORATION_NOISES}
+    for name, valid in choices.items():
+        if getattr(config, name) not in valid:
+            raise unknown_name_error(name.replace("_", " "), getattr(config, name), valid)
+    for name in ("policy_steps_per_iter", "validation_every", "validation_patience",
+                 "validation_rollouts"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {getattr(config, name)}.")
+    if config.real_eval_episodes < 0:
+        raise ConfigError(f"real_eval_episodes must be ≥ 0, got {config.real_eval_episodes}.")
+    if not 0 < config.validation_threshold <= 1:
+        raise ConfigError(f"validation_threshold must be in (0, 1], got {config.validation_threshold}.")
+    for name in ("exploration_std", "param_noise_scale"):
+        if not getattr(config, name) >= 0:
+            raise ConfigError(f"{name} must be ≥ 0, got {getattr(config, name)}.")
     if config.planner == "cem" and config.cem_elites > config.plan_candidates:
         raise ConfigError(f"cem_elites ({config.cem_elites}) must not exceed plan_candidates "
                           f"({config.plan_candidates}).")
