@@ -1,4 +1,4 @@
-"""Shared fixtures for the environment tests."""
+"""Shared fixtures: environments that close themselves, and the interrupted-and-resumed run."""
 
 from __future__ import annotations
 
@@ -50,3 +50,28 @@ def in_tmp(tmp_path, monkeypatch):
 def gym_env():
     """:func:`gym_make` that closes what it made."""
     yield from closing(gym_make)
+
+
+@pytest.fixture
+def interrupted_run():
+    """``run(config, tmp_path, after=1, plots=False) → (straight_dir, resumed_dir)``: train ``config``
+    uninterrupted into ``straight``, and into ``resumed`` with a Ctrl-C after iteration ``after``
+    (checked to be interrupted), which is then resumed to the end."""
+    from adaptrl.experiment.trainer import train
+
+    def run(config, tmp_path, after=1, plots=False, between=None):
+        quiet = dict(show_progress=False, tensorboard=False)
+        train(config, tmp_path / "straight", make_plots=False, **quiet)
+
+        def interrupt(row):
+            if row["Itr"] == after:
+                raise KeyboardInterrupt
+
+        result = train(config, tmp_path / "resumed", callback=interrupt, make_plots=False, **quiet)
+        assert result.interrupted
+        if between is not None:
+            between(tmp_path / "resumed")
+        train(config, tmp_path / "resumed", resume=True, make_plots=plots, **quiet)
+        return tmp_path / "straight", tmp_path / "resumed"
+
+    return run

@@ -219,24 +219,16 @@ def test_mb_mpc_reaches_the_point2d_goal_region_in_a_few_iterations(tmp_path):
     assert report["rows"][0]["ci95_low"] < report["rows"][0]["mean_return"] < report["rows"][0]["ci95_high"]
 
 
-def test_mb_mpc_resumes_exactly_after_ctrl_c(tmp_path):
+def test_mb_mpc_resumes_exactly_after_ctrl_c(tmp_path, interrupted_run):
     """An MB-MPC run interrupted after iteration 1 and resumed writes the uninterrupted rows:
     the checkpoint holds the models, their optimizer states and normalisation, and the buffer."""
-    config = tiny_mpc(iterations=3)
-    train(config, tmp_path / "straight", show_progress=False, tensorboard=False, make_plots=False)
+    def check_checkpoint(run_dir):
+        arrays, meta = read_checkpoint(run_dir)
+        assert meta["iteration"] == 2
+        assert any(name.startswith(".buffer") for name in arrays) and any("opt_state" in n for n in arrays)
 
-    def interrupt(row):
-        if row["Itr"] == 1:
-            raise KeyboardInterrupt
-
-    result = train(config, tmp_path / "resumed", show_progress=False, tensorboard=False, callback=interrupt,
-                   make_plots=False)
-    assert result.interrupted
-    arrays, meta = read_checkpoint(tmp_path / "resumed")
-    assert meta["iteration"] == 2
-    assert any(name.startswith(".buffer") for name in arrays) and any("opt_state" in n for n in arrays)
-    train(config, tmp_path / "resumed", resume=True, show_progress=False, tensorboard=False, make_plots=False)
-    assert rows_without_time(tmp_path / "resumed") == rows_without_time(tmp_path / "straight")
+    straight, resumed = interrupted_run(tiny_mpc(iterations=3), tmp_path, between=check_checkpoint)
+    assert rows_without_time(resumed) == rows_without_time(straight)
 
 
 def test_mb_mpc_settings_are_checked():

@@ -198,23 +198,13 @@ def rows_without_time(run_dir):
                 for row in csv.DictReader(f)]
 
 
-def test_mb_mpo_resumes_exactly_and_evaluates(tmp_path):
+def test_mb_mpo_resumes_exactly_and_evaluates(tmp_path, interrupted_run):
     """An MB-MPO run interrupted after iteration 1 and resumed writes the uninterrupted rows (the
     checkpoint holds the models, their optimizer states, the buffer, the policy and the
     collection policies); eval reports the pre-update and the adapted policies' real returns."""
-    config = tiny("mb-mpo", iterations=3)
-    train(config, tmp_path / "straight", show_progress=False, tensorboard=False, make_plots=False)
-
-    def interrupt(row):
-        if row["Itr"] == 1:
-            raise KeyboardInterrupt
-
-    result = train(config, tmp_path / "resumed", show_progress=False, tensorboard=False, callback=interrupt,
-                   make_plots=False)
-    assert result.interrupted
-    train(config, tmp_path / "resumed", resume=True, show_progress=False, tensorboard=False, make_plots=True)
-    rows = rows_without_time(tmp_path / "resumed")
-    assert rows == rows_without_time(tmp_path / "straight") and len(rows) == 3
+    straight, resumed = interrupted_run(tiny("mb-mpo", iterations=3), tmp_path, plots=True)
+    rows = rows_without_time(resumed)
+    assert rows == rows_without_time(straight) and len(rows) == 3
     assert all(math.isfinite(float(r["PostPolicy-AverageReturn"])) for r in rows)
     assert (tmp_path / "resumed" / "plots" / "learning_curve.png").is_file()
     report = evaluate(tmp_path / "resumed", tasks=3, seed=1)

@@ -15,7 +15,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "(one freshly sampled batch per step; any K, not only the training K) and report the "
         "mean return after every step with a Student-t 95% confidence interval across tasks. Writes "
         "RUN_DIR/eval_kK_tasksN_seedS.csv (with the iteration, tasks, rollouts and seed in every "
-        "row). Model-based runs: the controller on --tasks fresh episodes."))
+        "row). Single-task envs (trpo, ppo, vpg) and model-based runs: --tasks fresh episodes of the "
+        "one task (MB-MPO: of θ, step 0, and of the policies adapted on the model, step 1)."))
     parser.add_argument("run_dir")
     parser.add_argument("--tasks", type=int, default=40, help="fresh tasks (default 40)")
     parser.add_argument("--adapt-steps", type=int, default=None,
@@ -43,9 +44,21 @@ def run(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(report))
         return
-    table = Table(title=f"{args.run_dir} (iteration {report['iteration']}): {report['tasks']} fresh tasks, "
-                        f"{report['rollouts']} rollouts each, seed {report['seed']}")
-    for col in ("step", "mean return", "95% CI", "std across tasks"):
+    from adaptrl.envs import is_single_task
+    from adaptrl.experiment.rundir import load_run_config
+
+    if is_single_task(load_run_config(args.run_dir).env):
+        unit = "episodes" if report["rollouts"] == 1 else "batches"
+        each = f" ({report['rollouts']} episodes each)" if report["rollouts"] > 1 else ""
+        title = (f"{args.run_dir} (iteration {report['iteration']}): {report['tasks']} fresh {unit} of "
+                 f"the one task{each}, seed {report['seed']}")
+        spread_name = f"std across {unit}"
+    else:
+        title = (f"{args.run_dir} (iteration {report['iteration']}): {report['tasks']} fresh tasks, "
+                 f"{report['rollouts']} rollouts each, seed {report['seed']}")
+        spread_name = "std across tasks"
+    table = Table(title=title)
+    for col in ("step", "mean return", "95% CI", spread_name):
         table.add_column(col, justify="right")
     for row in report["rows"]:
         interval = ("n/a (one task)" if math.isnan(row["ci95_low"])

@@ -45,7 +45,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="paper: the algorithm's paper settings for the environment (ProMP App. D; "
                              "TMAML App. E Table 1) on top of its recipe's values")
     parser.add_argument("--seed", type=int, default=None, help="seed (default 0)")
-    parser.add_argument("--iterations", type=int, default=None, help="outer iterations (default 1000)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="outer iterations (default: the preset's, e.g. 1000 for the meta-RL "
+                             "recipes, 20 for the model-based ones)")
     parser.add_argument("--out", default=None, help="run directory (default runs/ALGO-ENV-seedN)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting (repeatable), e.g. --set inner_lr=0.05")
@@ -118,8 +120,8 @@ def describe(config: Any) -> str:
         parts.append(f"{config.planner} planner ({config.plan_candidates} candidates × "
                      f"{config.plan_horizon} steps)")
     if "imagination" in groups:
-        per_update = "validation-stopped" if config.policy_validation != "none" else "each"
-        parts.append(f"{config.policy_steps_per_iter} policy updates ({per_update}) on "
+        most = "≤ " if config.policy_validation != "none" else ""
+        parts.append(f"{most}{config.policy_steps_per_iter} policy updates per iteration on "
                      f"{config.tasks_per_iter} imagined tasks × {config.rollouts_per_task} rollouts, "
                      f"K = {config.inner_steps}")
     if "meta" in groups and "model" not in groups:
