@@ -280,3 +280,29 @@ def test_presets_match_promp_table_1():
     assert (hopper.inner_lr, hopper.outer_steps, hopper.adaptive_kl, hopper.horizon) == (0.05, 3, True, 200)
     assert build_config("maml-trpo", "HopperRandParams", preset="paper").outer_steps == 1
     assert build_config("promp", "WalkerFwdBack", preset="paper").env == "Walker2DRandDirec"
+
+
+@pytest.mark.parametrize("learn_inner_lr", [False, True])
+def test_trpo_gauss_newton_curvature_equals_the_exact_kl_hessian_at_the_sampling_parameters(learn_inner_lr):
+    """MetaLearner.outer_kl_curvature: J_Uᵀ H J_U v equals the exact Hessian-vector product of
+    mean_i KL(π_old,K ‖ π_θK(θ)) through two adaptation steps at the sampling parameters (where
+    ∂KL/∂θ_K = 0), also with a learned step size; away from them the two differ."""
+    from adaptrl.optim import hvp
+
+    config = tiny_config("maml-trpo", inner_steps=2, learn_inner_lr=learn_inner_lr)
+    exp, state, batches = _batches_for(config)
+    learner = exp.learner
+    v = jax.tree_util.tree_map(lambda x: jax.random.normal(jax.random.PRNGKey(x.size), x.shape),
+                               state.meta_params)
+
+    def outer_kl(meta_params):
+        return learner.terms(meta_params, batches).outer_kl
+
+    exact = ravel_pytree(hvp(outer_kl, state.meta_params, v))[0]
+    gauss_newton = ravel_pytree(learner.outer_kl_curvature(state.meta_params, batches)(v))[0]
+    assert np.linalg.norm(exact) > 0
+    np.testing.assert_allclose(gauss_newton, exact, rtol=2e-3, atol=2e-3 * float(np.abs(exact).max()))
+    moved = jax.tree_util.tree_map(lambda p, d: p + 0.3 * d, state.meta_params, v)
+    far_exact = ravel_pytree(hvp(outer_kl, moved, v))[0]
+    far_gn = ravel_pytree(learner.outer_kl_curvature(moved, batches)(v))[0]
+    assert np.linalg.norm(far_gn - far_exact) > 1e-3 * np.linalg.norm(far_exact)

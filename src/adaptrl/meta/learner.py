@@ -32,8 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from adaptrl.meta.adaptation import adapt_step
+from adaptrl.meta.adaptation import adapt, adapt_step, mean_kl_from_old
 from adaptrl.meta.batch import StepBatch
+from adaptrl.meta.batch import step as batch_step
 from adaptrl.meta.control_variates import control_variate_for
 from adaptrl.meta.objectives import OuterSpec, TaskTerms, meta_terms
 from adaptrl.optim.trpo import trpo_step
@@ -97,18 +98,23 @@ def adam_update(learner: MetaLearner, state: LearnerState, batches: StepBatch):
 
 
 def trpo_update(learner: MetaLearner, state: LearnerState, batches: StepBatch):
-    """One TRPO step on −mean_i J_i within mean_i KL(π_old,K ‖ π_θK) ≤ δ (ProMP App. C.2)."""
+    """One TRPO step on −mean_i J_i within mean_i KL(π_old,K ‖ π_θK) ≤ δ (ProMP App. C.2).
+
+    With adaptation the KL's Hessian is applied in its Gauss-Newton form J_Uᵀ H J_U
+    (:meth:`MetaLearner.outer_kl_curvature`), which equals the exact Hessian at the sampling
+    parameters and needs no third derivatives of the inner objective."""
     config = learner.config
 
     def loss_and_kl(meta_params):
         terms = learner.terms(meta_params, batches)
         return -terms.objective, terms.outer_kl
 
+    curvature = learner.outer_kl_curvature(state.meta_params, batches) if config.inner_steps else None
     meta_params, info = trpo_step(
         lambda p: loss_and_kl(p)[0], lambda p: loss_and_kl(p)[1], state.meta_params,
         max_kl=config.max_kl, cg_iters=config.cg_iters, damping=config.cg_damping,
         backtrack_ratio=config.backtrack_ratio, max_backtracks=config.max_backtracks,
-        loss_and_kl_fn=loss_and_kl)
+        loss_and_kl_fn=loss_and_kl, curvature_fn=curvature)
     return LearnerState(meta_params, state.opt_state, state.kl_coefs, state.cv_params), info
 
 
@@ -174,6 +180,40 @@ class MetaLearner:
         terms = self.terms(meta_params, batches)
         penalty = jnp.mean(kl_coefs * terms.inner_kls) if self.config.inner_steps else 0.0
         return -terms.objective + penalty, terms
+
+    def adapted_params(self, meta_params: dict, batches: StepBatch) -> Params:
+        """U(θ): θ_K of every task (leading task axis), rebuilt differentiably on ``batches``."""
+        step_size = self.step_size(meta_params)
+        k = self.config.inner_steps
+
+        def one_task(task_batches):
+            steps = [batch_step(task_batches, j) for j in range(k)]
+            return adapt(self.policy, meta_params["policy"], step_size, steps, self.spec)[k]
+
+        return jax.vmap(one_task, in_axes=(1,))(batches)
+
+    def outer_kl_curvature(self, meta_params: dict, batches: StepBatch) -> Callable[[dict], dict]:
+        """``v ↦ J_Uᵀ H J_U v`` at ``meta_params``: the KL(π_old,K ‖ π_θK) constraint's Hessian in
+        Gauss-Newton form, U = the adaptation θ ↦ (θ_K,i)_i (:meth:`adapted_params`), H = the
+        Hessian of mean_i KL_i in the adapted parameters. The exact Hessian adds
+        Σ (∂KL/∂θ_K)·∂²U, which vanishes at the sampling parameters, where ∂KL/∂θ_K = 0; so at
+        the TRPO step's linearisation point the two agree, and this form needs one forward and
+        one reverse pass through U per product instead of third derivatives."""
+        post = batch_step(batches, self.config.inner_steps)
+
+        def post_kl(task_params):
+            per_task = jax.vmap(lambda p, b: mean_kl_from_old(
+                self.policy, self.policy.distribution(p, b.observations), b), in_axes=(0, 0))
+            return jnp.mean(per_task(task_params, post))
+
+        adapted, u_jvp = jax.linearize(lambda mp: self.adapted_params(mp, batches), meta_params)
+        u_vjp = jax.linear_transpose(u_jvp, meta_params)
+        _, h_jvp = jax.linearize(jax.grad(post_kl), adapted)
+
+        def curvature(v: dict) -> dict:
+            return u_vjp(h_jvp(u_jvp(v)))[0]
+
+        return curvature
 
     def _objective(self, policy_params, meta_params, batches):
         return self.terms({**meta_params, "policy": policy_params}, batches).objective

@@ -96,10 +96,14 @@ def _flat_direction(
     max_kl: float,
     cg_iters: int,
     damping: float,
+    curvature_flat: Callable[[Array], Array] | None = None,
 ) -> tuple[Array, Array, Array]:
     """``(loss_before, d, β)`` with ``d = (F + damping·I)⁻¹ g`` by CG and the step scale β."""
     loss_before, g = jax.value_and_grad(loss_flat)(theta)
-    _, f_jvp = jax.linearize(jax.grad(kl_flat), theta)  # v ↦ F v, the KL Hessian at theta
+    if curvature_flat is None:
+        _, f_jvp = jax.linearize(jax.grad(kl_flat), theta)  # v ↦ F v, the KL Hessian at theta
+    else:
+        f_jvp = curvature_flat
 
     def fvp(v: Array) -> Array:
         return f_jvp(v) + damping * v
@@ -151,6 +155,7 @@ def trpo_step(
     backtrack_ratio: float = 0.8,
     max_backtracks: int = 15,
     loss_and_kl_fn: Callable[[PyTree], tuple[Array, Array]] | None = None,
+    curvature_fn: Callable[[PyTree], PyTree] | None = None,
 ) -> tuple[PyTree, dict[str, Array]]:
     """One TRPO step: minimise ``loss_fn`` subject to ``kl_fn ≤ max_kl`` (ProMP App. C.2 Eq. 106–107).
 
@@ -175,6 +180,9 @@ def trpo_step(
         loss_and_kl_fn: optional ``params → (loss, kl)`` computing both from one forward pass
             (for a meta-objective, one rebuild of the adaptation per line-search candidate
             instead of two); defaults to calling ``loss_fn`` and ``kl_fn``.
+        curvature_fn: optional ``v ↦ F v`` at ``params`` (pytrees like ``params``) replacing the
+            Hessian-vector product of ``kl_fn`` (e.g. the Gauss-Newton form of a KL through a
+            differentiable map, :meth:`adaptrl.meta.learner.MetaLearner.outer_kl_curvature`).
 
     Returns:
         ``(new_params, info)``; ``info`` holds scalars ``LossBefore``, ``LossAfter``,
@@ -195,8 +203,14 @@ def trpo_step(
             return loss_flat(th), kl_flat(th)
         return loss_and_kl_fn(unravel(th))
 
+    curvature_flat = None
+    if curvature_fn is not None:
+        def curvature_flat(v: Array) -> Array:
+            return ravel_pytree(curvature_fn(unravel(v)))[0]
+
     loss_before, d, beta = _flat_direction(
-        loss_flat, kl_flat, theta, max_kl=max_kl, cg_iters=cg_iters, damping=damping
+        loss_flat, kl_flat, theta, max_kl=max_kl, cg_iters=cg_iters, damping=damping,
+        curvature_flat=curvature_flat,
     )
     kl_before = kl_flat(theta)
 
