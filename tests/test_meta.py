@@ -125,9 +125,9 @@ def test_sample_and_adapt_samples_k_plus_one_batches_with_adapted_params():
     calls = []
     collect = exp.sampler.collect
 
-    def counting(params, tasks, key):
+    def counting(params, tasks, key, sim_params=None):
         calls.append(ravel_pytree(jax.tree_util.tree_map(lambda x: x[0], params))[0])
-        return collect(params, tasks, key)
+        return collect(params, tasks, key, sim_params=sim_params)
 
     exp.sampler.collect = counting
     state = exp.learner.init(jax.random.PRNGKey(0))
