@@ -211,12 +211,13 @@ def test_mb_mpo_resumes_exactly_and_evaluates(tmp_path, interrupted_run):
     assert [r["step"] for r in report["rows"]] == [0, 1]
 
 
-@pytest.mark.parametrize(("algo", "env"), [("me-trpo", "HalfCheetah"), ("me-trpo", "Point2D"),
-                                           ("mb-mpo", "HalfCheetah"), ("mb-promp", "HalfCheetah")])
+@pytest.mark.parametrize(("algo", "env"), [
+    pytest.param("me-trpo", "HalfCheetah", marks=pytest.mark.slow), ("me-trpo", "Point2D"),
+    ("mb-mpo", "HalfCheetah"), pytest.param("mb-promp", "HalfCheetah", marks=pytest.mark.slow)])
 def test_paper_presets_run_two_short_iterations(algo, env, tmp_path):
-    """Every paper preset (MB-MPO's and MB-ProMP's are the same on every env; ME-TRPO's differs on
-    Point2D), shrunk in data volume only (its models, policy and optimiser as set), runs two
-    iterations with finite losses and returns."""
+    """Every paper preset (MB-MPO's and MB-ProMP's are the same on every env; ME-TRPO's differs on Point2D;
+    two of the four cases are in the slow suite), shrunk in data volume only (its models, policy and
+    optimiser as set), runs two iterations with finite losses and returns."""
     shrink = dict(iterations=2, initial_random_steps=40, real_steps_per_iter=40, horizon=20,
                   model_max_epochs=2, rollouts_per_task=2, policy_steps_per_iter=6, validation_every=2,
                   validation_rollouts=3, real_eval_episodes=2)
