@@ -16,9 +16,11 @@ from adaptrl.algorithms.model_based import ModelBased, transitions
 from adaptrl.envs import make, obs_reward_fn, obs_terminated_fn
 from adaptrl.envs.device import SimState
 from adaptrl.errors import ConfigError
+from adaptrl.experiment.campaign_runner import real_steps_per_iteration
 from adaptrl.experiment.checkpoints import read_checkpoint
 from adaptrl.experiment.config import build_config
 from adaptrl.experiment.evaluation import evaluate
+from adaptrl.experiment.rundir import load_run_config
 from adaptrl.experiment.trainer import train
 from adaptrl.models import ensemble as ens
 from adaptrl.models.simulator import (
@@ -28,6 +30,7 @@ from adaptrl.models.simulator import (
     TrueDynamics,
     model_sim_params,
 )
+from adaptrl.plots import read_progress
 from adaptrl.policies import init_params, make_policy, per_task
 from adaptrl.sampling import Sampler, controller_rollouts
 
@@ -288,6 +291,10 @@ def test_cli_trains_and_evaluates_mb_mpc_and_benchmarks_models(tmp_path, capsys)
                 "Time-EnvSampling", "Time-ModelFit", "Time-Planning", "ItrTime"):
         assert key in header, key
     assert "inner_lr" not in (run / "config.yaml").read_text()  # only the groups mb-mpc uses
+    # the real steps `adaptrl reproduce` budgets with: 60 steps = 2 whole episodes of 30, each iteration
+    first, later = real_steps_per_iteration(load_run_config(run))
+    np.testing.assert_array_equal(read_progress(run)["n_timesteps"], [first, first + later])
+    assert (first, later) == (60, 60)
     assert (run / "plots" / "learning_curve.png").is_file()
     capsys.readouterr()
     assert main(["eval", str(run), "--tasks", "3", "--json"]) == 0

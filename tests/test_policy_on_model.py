@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from adaptrl.algorithms.model_based import UniformController
-from adaptrl.algorithms.policy_on_model import PolicyOnModel, ValidationStop, episode_params
+from adaptrl.algorithms.policy_on_model import PolicyOnModel, ValidationStop, episode_params, reported_return
+from adaptrl.experiment.campaign_runner import real_steps_per_iteration
 from adaptrl.experiment.config import build_config
 from adaptrl.experiment.evaluation import evaluate
+from adaptrl.experiment.rundir import load_run_config
 from adaptrl.experiment.trainer import train
 from adaptrl.meta.batch import stack_steps
 from adaptrl.meta.learner import MetaLearner
@@ -206,6 +208,14 @@ def test_mb_mpo_resumes_exactly_and_evaluates(tmp_path, interrupted_run):
     rows = rows_without_time(resumed)
     assert rows == rows_without_time(straight) and len(rows) == 3
     assert all(math.isfinite(float(r["PostPolicy-AverageReturn"])) for r in rows)
+    # the real steps `adaptrl reproduce` budgets with: whole episodes of the random, then the K
+    # adapted policies (150 steps = 5 episodes of 30), the logging-only episodes not counted
+    config = load_run_config(resumed)
+    first, later = real_steps_per_iteration(config)
+    assert (first, later) == (150, 150)
+    assert [int(r["n_timesteps"]) for r in rows] == [first, first + later, first + 2 * later]
+    assert reported_return(config.to_dict()) == "PrePolicy-AverageReturn"
+    assert reported_return({**config.to_dict(), "real_eval_episodes": 0}) == "AverageReturn"
     assert (tmp_path / "resumed" / "plots" / "learning_curve.png").is_file()
     report = evaluate(tmp_path / "resumed", tasks=3, seed=1)
     assert [r["step"] for r in report["rows"]] == [0, 1]
@@ -226,6 +236,7 @@ def test_paper_presets_run_two_short_iterations(algo, env, tmp_path):
     for row in result.rows:
         for key in ("LossBefore", "LossAfter", "Model-TrainLoss", "PrePolicy-AverageReturn"):
             assert math.isfinite(row[key]), (key, row)
+    assert [row["n_timesteps"] for row in result.rows] == [40, 80]  # 2 whole episodes of 20 each
 
 
 def test_settings_of_policy_search_are_checked():

@@ -138,6 +138,8 @@ def test_figure_summary_and_commands(reproduced):
             assert math.isclose(float(row[f"{column}_mean"]), np.mean(finals), rel_tol=1e-9, abs_tol=1e-9)
             assert math.isclose(float(row[f"{column}_std"]), np.std(finals), rel_tol=1e-9, abs_tol=1e-9)
         assert math.isclose(float(row["n_timesteps"]), np.mean([p["n_timesteps"][-1] for p in progresses]))
+        # the meta-RL papers report the return after the last adaptation step
+        assert row["return_key"] == "Step_1-AverageReturn" and row["return_mean"] == row["post_update_mean"]
         assert math.isclose(float(row["wall_clock_s"]), sum(p["Time"][-1] for p in progresses))
     commands = (out / "tiny" / "commands.txt").read_text().splitlines()
     train_lines = [line for line in commands if line.startswith("adaptrl train")]
@@ -374,7 +376,8 @@ def test_registry_entries_build_their_configs(tmp_path):
     assert {"promp-fig2", "promp-fig3", "promp-fig4", "tmaml-table1"} <= set(EXPERIMENTS)
     for name, exp in EXPERIMENTS.items():
         assert exp.name == name and len(set(exp.labels)) == len(exp.labels) and exp.seeds == 3
-        assert all("{K}" in key or key in ("Step_0-AverageReturn", "Meta-GradientRStd") for key in exp.keys)
+        allowed = ("{return}",) if exp.real_steps else ("Step_0-AverageReturn", "Meta-GradientRStd")
+        assert all("{K}" in key or key in allowed for key in exp.keys)
     expected = {"promp-fig2": ["promp", "maml-trpo", "emaml-trpo"],
                 "promp-fig3": ["lvc-vpg", "dice-vpg", "maml-vpg", "emaml-vpg"]}
     for name, labels in expected.items():
@@ -428,3 +431,114 @@ def test_fig3_recipe_recognises_the_background_runs(tmp_path, monkeypatch):
     (row,) = result.summary
     assert (row["label"], row["final_itr"], row["post_update_mean"], row["wall_clock_s"]) == (
         "lvc-vpg", 119, 29.0, 1200.0)
+
+
+def test_model_based_registry_entries(tmp_path):
+    """The thesis's experiments: budgets in real steps become each preset's iteration counts (MB-MPO
+    5,000 + 24 × 4,000 ≥ 100k; ME-TRPO 34 × 3,000; TRPO/PPO 500 × 50 × 200 = 5M), one folder per
+    environment, the settings of each label."""
+    fig8 = EXPERIMENTS["mbmpo-fig8"]
+    assert fig8.envs == ("HalfCheetah", "Walker2D", "Hopper", "Ant", "Swimmer")
+    assert fig8.labels == ["mb-mpo", "me-trpo", "mb-mpc", "trpo", "ppo"] and fig8.yardstick == "trpo"
+    planned = plan_experiment("mbmpo-fig8", seeds=1, out=tmp_path)
+    assert len(planned) == 25 and {run.env for run in planned} == set(fig8.envs)
+    iterations = {(run.env, run.label): run.config.iterations for run in planned}
+    assert {label: iterations["HalfCheetah", label] for label in fig8.labels} == {
+        "mb-mpo": 25, "me-trpo": 34, "mb-mpc": 25, "trpo": 500, "ppo": 500}
+    for run in planned:
+        assert run.run_dir == tmp_path / "mbmpo-fig8" / run.env / f"{run.label}-s0"
+        assert run.config == build_config(run.algo, run.env, preset="paper",
+                                          overrides={"seed": 0, "iterations": run.config.iterations})
+        assert run.title == f"{run.label} on {run.env}" and run.status == "new"
+    small = plan_experiment("mbmpo-fig8", seeds=1, scale=0.2, out=tmp_path, envs=["Hopper"])
+    assert {run.label: run.config.iterations for run in small} == {
+        "mb-mpo": 5, "me-trpo": 7, "mb-mpc": 5, "trpo": 100, "ppo": 100}
+    fig5 = plan_experiment("metrpo-fig5", seeds=1, out=tmp_path)
+    assert [(run.config.model_members, run.config.iterations) for run in fig5] == [
+        (1, 100), (5, 100), (10, 100), (20, 100)]
+    fig10 = plan_experiment("mbmpo-fig10", seeds=1, out=tmp_path)
+    assert [(run.algo, run.config.model_output_bias_max, run.config.horizon,
+             run.config.model_output_noise_std) for run in fig10] == [
+        (a, b, 100, 0.1) for a in ("mb-mpo", "me-trpo") for b in (0.0, 0.5, 1.0)]
+    fig39 = plan_experiment("mbmpo-fig39", seeds=1, out=tmp_path)
+    assert [(run.env, run.config.real_data_policy) for run in fig39] == [
+        (env, policy) for env in ("HalfCheetah", "Walker2D") for policy in ("adapted", "pre_update")]
+    with pytest.raises(ConfigError, match=r"unknown environment of mbmpo-fig8 'Humanoid'.*Swimmer"):
+        plan_experiment("mbmpo-fig8", seeds=1, out=tmp_path, envs=["Humanoid"])
+    assert not (tmp_path / "mbmpo-fig8").exists()
+
+
+MB = {"initial_random_steps": 60, "real_steps_per_iter": 90, "model_hidden_sizes": (16,), "horizon": 30}
+TINY_MB = ExperimentSpec(
+    name="tiny-mb", description="test-only real-step budget", paper="none (tests)",
+    env=("Point2D", "Point1D"), real_steps=300,
+    runs=(RunSpec("mpc", "mb-mpc", MB), RunSpec("mpo", "mb-mpo", MB),
+          RunSpec("trpo", "trpo", {"rollouts_per_task": 2, "horizon": 30}, real_steps=600)),
+    keys=("{return}",), preset="default", seeds=2, targets={"Point2D": 25.0}, yardstick="trpo")
+
+
+def budget_train(config, run_dir, *, resume=False, show_progress=True, tensorboard=True, make_plots=True):
+    """A stand-in for the trainer: rows with the real steps of :func:`real_steps_per_iteration` and the
+    algorithm's reported-return column at 10·i (MB-MPC), 5·i (MB-MPO) and i (TRPO), plus the seed."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config.to_yaml())
+    first, later = campaign_runner.real_steps_per_iteration(config)
+    column = {"mb-mpc": "AverageReturn", "mb-mpo": "PrePolicy-AverageReturn", "trpo": "Step_0-AverageReturn"}
+    slope = {"mb-mpc": 10.0, "mb-mpo": 5.0, "trpo": 1.0}[config.algo]
+    rows = [f"Itr,n_timesteps,{column[config.algo]},Time"]
+    rows += [f"{i},{first + i * later},{slope * i + config.seed},1.0" for i in range(config.iterations)]
+    (run_dir / "progress.csv").write_text("\n".join(rows) + "\n")
+    return SimpleNamespace(run_dir=run_dir, rows=[], interrupted=False)
+
+
+def test_real_step_budget_experiment(monkeypatch, tmp_path, capsys):
+    """A two-environment reproduction with a real-step budget: iterations from each run's real steps,
+    one folder per environment, one panel per environment comparing each algorithm's own return
+    column, and the steps to the stated target or the yardstick's final return."""
+    monkeypatch.setitem(EXPERIMENTS, "tiny-mb", TINY_MB)
+    monkeypatch.setattr(campaign_runner, "train", budget_train)
+    result = run_experiment("tiny-mb", seeds=2, out=tmp_path, show_progress=False)
+    # MB: 60 + 3 × 90 = 330 ≥ 300 → 4 iterations; TRPO: 2 × 30 = 60 per iteration → 10 for 600
+    iterations = {(run.label, run.config.iterations) for run in result.runs}
+    assert iterations == {("mpc", 4), ("mpo", 4), ("trpo", 10)}
+    assert (tmp_path / "tiny-mb" / "Point1D" / "mpo-s1" / "progress.csv").is_file()
+    assert_comparison_png(result.figure, panels=2)
+    rows = {(row["env"], row["label"]): row for row in result.summary}
+    assert rows["Point2D", "mpo"]["return_key"] == "PrePolicy-AverageReturn"
+    assert rows["Point2D", "mpc"]["return_key"] == "AverageReturn"
+    assert rows["Point2D", "trpo"]["return_key"] == "Step_0-AverageReturn"
+    # final rows: mpc 10·3 + seed (0, 1) → 30.5 ± 0.5; trpo 9 + seed → 9.5
+    assert rows["Point1D", "mpc"]["return_mean"] == pytest.approx(30.5)
+    assert rows["Point1D", "mpc"]["return_std"] == pytest.approx(0.5)
+    assert rows["Point1D", "trpo"]["return_mean"] == pytest.approx(9.5)
+    # Point2D's stated target 25: mpc's seed mean 10·i + 0.5 first ≥ 25 at i = 3 (330 steps), mpo never
+    # (5·3 + 0.5); trpo never (9.5)
+    assert (rows["Point2D", "mpc"]["target"], rows["Point2D", "mpc"]["target_from"]) == (25.0, "stated")
+    assert rows["Point2D", "mpc"]["steps_to_target"] == 330
+    assert math.isnan(rows["Point2D", "mpo"]["steps_to_target"])
+    assert math.isnan(rows["Point2D", "mpc"]["steps_vs_yardstick"])
+    # Point1D: target = trpo's final 9.5; mpc reaches it at i = 1 (150 steps), mpo at i = 2 (240),
+    # trpo at its last row i = 9 (600 steps)
+    assert rows["Point1D", "mpc"]["target"] == pytest.approx(9.5)
+    assert rows["Point1D", "mpc"]["target_from"] == "final trpo"
+    assert [rows["Point1D", label]["steps_to_target"] for label in ("mpc", "mpo", "trpo")] == [150, 240, 600]
+    assert rows["Point1D", "mpc"]["steps_vs_yardstick"] == pytest.approx(150 / 600)
+    written = read_summary_rows(tmp_path / "tiny-mb" / "summary.csv")
+    assert [(row["env"], row["label"]) for row in written] == list(rows)
+    assert float(written[3]["steps_to_target"]) == 150
+    commands = (tmp_path / "tiny-mb" / "commands.txt").read_text()
+    assert "300 real steps (trpo 600) at full scale; iterations: mpc 4, mpo 4, trpo 10" in commands
+    # the CLI: --envs restricts the plan, the table shows the environment and the steps to the target
+    out = cli(["tiny-mb", "--seeds", "2", "--out", str(tmp_path), "--envs", "Point1D", "--dry-run"], capsys)
+    assert out.startswith("tiny-mb: 3 labels × 1 environment × 2 seeds") and "Point2D" not in out
+    assert "mpc on Point1D seed 0: done (4/4) [skip]" in out
+    monkeypatch.setenv("COLUMNS", "200")
+    out = cli(["tiny-mb", "--seeds", "2", "--out", str(tmp_path), "--plot-only"], capsys)
+    assert "real return" in out and "pre-update" not in out
+    assert "Point1D" in out and "steps to target" in out and "not reached" in out
+
+
+def read_summary_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -12,6 +12,7 @@ import yaml
 from adaptrl.algorithms.meta_rl import TIME_KEYS
 from adaptrl.cli import main
 from adaptrl.errors import ConfigError
+from adaptrl.experiment.campaign_runner import real_steps_per_iteration
 from adaptrl.experiment.checkpoints import read_checkpoint
 from adaptrl.experiment.config import build_config, parse_set
 from adaptrl.experiment.evaluation import evaluate
@@ -60,6 +61,7 @@ def test_run_directory_layout(tmp_path):
         assert key in progress, key
     # n_timesteps counts real steps: 3 sampling rounds × tasks × rollouts × horizon (no termination)
     np.testing.assert_array_equal(progress["n_timesteps"], [3 * 4 * 3 * 12, 6 * 4 * 3 * 12])
+    assert real_steps_per_iteration(config) == (3 * 4 * 3 * 12, 3 * 4 * 3 * 12)  # what reproduce budgets with
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert read_checkpoint(run)[1]["iteration"] == 2
     # plots.plot_learning_curve: every adaptation step on one axis, 6.4 × 4.0 in at DPI 120

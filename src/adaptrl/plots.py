@@ -401,30 +401,51 @@ def _plot_grouped(groups: Mapping[str, list[dict[str, Any]]], keys: Sequence[str
                   out: str | Path, x_key: str, title: str | None = None) -> Path:
     """Draw the figure of :func:`plot_runs` / :func:`plot_groups` from runs read by :func:`read_run`."""
     _check_column(x_key, groups)
-    panels = _panels(keys, groups)
-    for members in groups.values():
-        for run in members:
-            if not len(run["progress"][x_key]):
-                raise ConfigError(f"{str(run['dir'] / PROGRESS_FILE)!r} has a header but no iterations yet: "
-                                  f"expected one row of numbers per iteration.")
+    panels = [(panel_title, {label: (groups[label], column) for label, column in columns.items()})
+              for panel_title, columns in _panels(keys, groups)]
+    return plot_panels(panels, out, x_key, title)
+
+
+def plot_panels(panels: Sequence[tuple[str, Mapping[str, tuple[Sequence[Mapping[str, Any]], str]]]],
+                out: str | Path, x_key: str = "n_timesteps", title: str | None = None,
+                log_x: bool = False) -> Path:
+    """One subplot per ``(panel title, {curve label: (runs, column)})``: each curve the mean ± std of
+    ``column`` over its runs (read by :func:`read_run`) against the mean ``x_key``, so curves of one
+    panel may come from different columns (algorithms that log the same quantity under different
+    names). A label keeps its colour in every panel; ``log_x`` draws x on a log scale (curves whose
+    budgets differ by orders of magnitude). Writes ``out`` and returns its path."""
+    for _, curves in panels:
+        for members, column in curves.values():
+            for run in members:
+                for key in (x_key, column):
+                    if key not in run["progress"]:
+                        raise ConfigError(f"progress column {key!r} is missing from "
+                                          f"{str(run['dir'] / PROGRESS_FILE)!r}; its columns: "
+                                          f"{', '.join(run['progress'])}.")
+                if not len(run["progress"][x_key]):
+                    raise ConfigError(f"{str(run['dir'] / PROGRESS_FILE)!r} has a header but no iterations "
+                                      f"yet: expected one row of numbers per iteration.")
     path = _figure_path(out)
 
     plt = pyplot()
     colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    order = list(dict.fromkeys(label for _, curves in panels for label in curves))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 0.4, 3.8 + (0.3 if title else 0)),
-                             dpi=DPI, squeeze=False, sharex=True)
-    for ax, (panel_title, columns) in zip(axes[0], panels, strict=True):
-        for g, (label, members) in enumerate(groups.items()):
-            if label in columns:
-                _draw_curve(ax, label, members, columns[label], x_key, colors[g % len(colors)])
+                             dpi=DPI, squeeze=False, sharex=x_key != "n_timesteps")
+    for ax, (panel_title, curves) in zip(axes[0], panels, strict=True):
+        for label, (members, column) in curves.items():
+            _draw_curve(ax, label, members, column, x_key, colors[order.index(label) % len(colors)])
         ax.set_title(panel_title)
         ax.set_xlabel(_X_LABELS.get(x_key, x_key))
-        column = next(iter(columns.values()))
-        ax.set_ylabel("average return" if column.endswith("AverageReturn") else column)
-        if x_key == "n_timesteps":
+        columns = {column for _, column in curves.values()}
+        ax.set_ylabel("average return" if all(c.endswith("AverageReturn") for c in columns)
+                      else " / ".join(sorted(columns)))
+        if log_x:
+            ax.set_xscale("log")
+        elif x_key == "n_timesteps":
             ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8, loc="best")
+        ax.legend(fontsize=8, loc="best")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -62,6 +62,12 @@ class Algorithm(Protocol):
     def close(self) -> None: ...
 
 
+def final_step_return(config: Mapping[str, Any]) -> str:
+    """``Step_K-AverageReturn`` with K = ``inner_steps``: the meta-RL papers report the average
+    return after the last adaptation step (K = 0: the policy's own return)."""
+    return f"Step_{int(config.get('inner_steps', 1))}-AverageReturn"
+
+
 @dataclass(frozen=True)
 class AlgorithmSpec:
     """A registered algorithm: its name, a one-line description, the composition its default
@@ -77,6 +83,9 @@ class AlgorithmSpec:
     settings: tuple[str, ...] = ("run", "meta")
     """The setting groups it uses (:data:`adaptrl.meta.config.SETTING_GROUPS`): what ``--set``
     accepts and what its ``config.yaml`` holds."""
+    reported_return: Callable[[Mapping[str, Any]], str] = final_step_return
+    """The ``progress.csv`` column holding the real return its paper reports, given a run's
+    configuration (``config.yaml`` as a dict): what ``adaptrl reproduce`` compares across algorithms."""
 
 
 ALGORITHMS: Registry[AlgorithmSpec] = Registry("algorithm")

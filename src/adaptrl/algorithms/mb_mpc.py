@@ -192,4 +192,5 @@ register(AlgorithmSpec(
     paper_settings=lambda env: dict(MB_MPC_PAPER),
     paper="Clavera 2020 (thesis) §5.5.2, App. B",
     settings=("run", "model", "planner"),
+    reported_return=lambda config: "AverageReturn",
 ))

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from adaptrl.algorithms import maml, promp
 from adaptrl.algorithms.base import AlgorithmSpec, register
-from adaptrl.algorithms.policy_on_model import PolicyOnModel
+from adaptrl.algorithms.policy_on_model import PolicyOnModel, reported_return
 
 SETTINGS = ("run", "meta", "model", "imagination")
 
@@ -66,7 +66,7 @@ register(AlgorithmSpec(
     composition=dict(maml.TRPO, inner_estimator="pgt", **COMMON, **QUICK),
     build=build, paper_settings=lambda env: dict(PAPER),
     paper="Clavera et al. (2018); thesis §5.2, Alg. 3, App. B",
-    settings=SETTINGS,
+    settings=SETTINGS, reported_return=reported_return,
 ))
 register(AlgorithmSpec(
     name="mb-promp",
@@ -74,5 +74,5 @@ register(AlgorithmSpec(
     composition=dict(promp.COMPOSITION, **COMMON, **dict(QUICK, inner_lr=0.001)),
     build=build, paper_settings=lambda env: dict(PROMP_PAPER),
     paper="thesis ch. 5–6; the meta-mb MB-ProMP scripts",
-    settings=SETTINGS,
+    settings=SETTINGS, reported_return=reported_return,
 ))

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from adaptrl.algorithms import maml
 from adaptrl.algorithms.base import AlgorithmSpec, register
-from adaptrl.algorithms.policy_on_model import PolicyOnModel
+from adaptrl.algorithms.policy_on_model import PolicyOnModel, reported_return
 
 COMMON = dict(inner_steps=0, tasks_per_iter=1, member_choice="step_rand", policy_validation="ensemble",
               validation_every=5, validation_patience=25, validation_threshold=0.7,
@@ -69,5 +69,5 @@ register(AlgorithmSpec(
     composition=dict(maml.TRPO, **COMMON, **QUICK),
     build=PolicyOnModel, paper_settings=lambda env: dict(PAPER, **PAPER_ENV.get(env, {})),
     paper="Kurutach et al. (2018); thesis §4.2, Alg. 2, App. A",
-    settings=("run", "meta", "model", "imagination"),
+    settings=("run", "meta", "model", "imagination"), reported_return=reported_return,
 ))

@@ -130,6 +130,13 @@ def episode_params(collect_params: Params, n: int) -> Params:
     return jax.tree_util.tree_map(lambda x: x[rows], collect_params)
 
 
+def reported_return(config: Mapping[str, Any]) -> str:
+    """The real return the thesis reports for ME-TRPO and MB-MPO: the (pre-update) policy's own
+    episodes (``PrePolicy-AverageReturn``, thesis §5.5); ``AverageReturn`` of the collected data
+    when no logging-only episodes are run (``real_eval_episodes = 0``)."""
+    return "PrePolicy-AverageReturn" if config.get("real_eval_episodes", 0) else "AverageReturn"
+
+
 class PolicyOnModel:
     """ME-TRPO / MB-MPO of one configuration (module docstring), an
     :class:`~adaptrl.algorithms.base.Algorithm`. ``dynamics`` replaces the learned ensemble in
@@ -163,16 +170,16 @@ class PolicyOnModel:
         self.validation_sampler = (Sampler(validation_env, deterministic, c.validation_rollouts, c.horizon)
                                    if c.policy_validation != "none" else None)
         self.adapts = c.inner_steps > 0
-        if self.adapts:
+        if not c.real_eval_episodes:
+            self.curve = {"real return of the collected data": "AverageReturn"}
+            self.headline = {"return": "AverageReturn"}
+        elif self.adapts:
             self.headline = {"pre": "PrePolicy-AverageReturn", "post": "PostPolicy-AverageReturn"}
             self.curve = {"real return, pre-update policy": "PrePolicy-AverageReturn",
                           "real return, adapted policies": "PostPolicy-AverageReturn"}
         else:
             self.headline = {"return": "PrePolicy-AverageReturn", "updates": "PolicyUpdates"}
             self.curve = {"real return": "PrePolicy-AverageReturn"}
-        if not c.real_eval_episodes:
-            self.curve = {"real return of the collected data": "AverageReturn"}
-            self.headline = {"return": "AverageReturn"}
 
     def _collection_actor(self):
         c = self.config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import TYPE_CHECKING, Any
 
 from adaptrl.errors import AdaptrlError, ConfigError
@@ -12,12 +13,14 @@ if TYPE_CHECKING:
 
 REPRODUCE_DESCRIPTION = (
     "Reproduce a named experiment of the papers: train every labelled run for each seed into "
-    "OUT/NAME/LABEL-sSEED (ordinary run directories), then draw OUT/NAME/comparison.png (mean ± std "
-    "across seeds per label), OUT/NAME/summary.csv (final pre-/post-update return mean and std, "
-    "environment steps, wall-clock) and OUT/NAME/commands.txt (the equivalent `adaptrl train` "
-    "commands). Rerunning the same command skips finished runs and resumes interrupted ones from "
-    "their checkpoints; a folder holding another configuration is an error. --list shows the "
-    "experiments.")
+    "OUT/NAME/LABEL-sSEED (OUT/NAME/ENV/LABEL-sSEED for experiments on several environments; "
+    "ordinary run directories), then draw OUT/NAME/comparison.png (mean ± std across seeds per "
+    "label), OUT/NAME/summary.csv (final pre-/post-update and reported real return, mean and std, "
+    "environment steps, real steps to reach the target return, wall-clock) and OUT/NAME/commands.txt "
+    "(the equivalent `adaptrl train` commands). The model-based experiments have a budget of real "
+    "environment steps: each run trains the iterations that reach it. Rerunning the same command "
+    "skips finished runs and resumes interrupted ones from their checkpoints; a folder holding "
+    "another configuration is an error. --list shows the experiments.")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -33,11 +36,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="seeds 0..N-1 (default 3)")
     parser.add_argument("--seed-list", default=None, metavar="S,S,...", help="explicit seeds, e.g. 0,1,2")
     parser.add_argument("--scale", type=float, default=1.0, metavar="F",
-                        help="train round(F × the paper's iterations) iterations, at least 1 (default 1)")
+                        help="train round(F × the paper's iterations) iterations, at least 1, or for a "
+                        "real-step budget the iterations that reach F × that budget (default 1)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"root folder (default {DEFAULT_OUT})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting of every run (repeatable); see adaptrl train --help")
     parser.add_argument("--only", default=None, metavar="LABEL,...", help="train only these labels")
+    parser.add_argument("--envs", default=None, metavar="ENV,...",
+                        help="train only these environments of a multi-environment experiment")
     parser.add_argument("--ray", action="store_true", help="run each run as a Ray task (pip install "
                         "'adaptrl[ray]')")
     parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
@@ -61,10 +67,11 @@ def run(args: argparse.Namespace) -> None:
 
     from adaptrl.experiment.campaign_output import format_plan
     from adaptrl.experiment.campaign_runner import (
+        check_scale,
         plan_experiment,
         plot_experiment,
         run_experiment,
-        scaled_iterations,
+        select_envs,
         select_labels,
     )
     from adaptrl.experiment.campaigns import EXPERIMENTS, format_registry, get_experiment
@@ -82,9 +89,12 @@ def run(args: argparse.Namespace) -> None:
     overrides = parse_set(args.set)
     only = None if args.only is None else [label.strip() for label in args.only.split(",") if label.strip()]
     labels = select_labels(exp, only)
-    scaled_iterations(exp.iterations, args.scale)
+    envs = None if args.envs is None else [env.strip() for env in args.envs.split(",") if env.strip()]
+    env_list = select_envs(exp, envs)
+    check_scale(args.scale)
     if args.dry_run:
-        planned = plan_experiment(exp.name, seeds=seeds, scale=args.scale, out=args.out, overrides=overrides)
+        planned = plan_experiment(exp.name, seeds=seeds, scale=args.scale, out=args.out, overrides=overrides,
+                                  envs=env_list)
         print(format_plan(exp, [item for item in planned if item.label in labels], args.out))
         return
     if args.plot_only:
@@ -95,7 +105,7 @@ def run(args: argparse.Namespace) -> None:
     result = run_experiment(exp.name, seeds=seeds, scale=args.scale, out=args.out, overrides=overrides,
                             workers=args.workers, use_ray=args.ray, ray_address=args.ray_address,
                             cpus_per_run=args.cpus_per_run, show_progress=not args.no_progress, only=only,
-                            log=console.print)
+                            envs=envs, log=console.print)
     if result.interrupted:
         console.print(f"interrupted: checkpoint written; rerun the same command to resume {exp.name}.")
         raise KeyboardInterrupt
@@ -105,6 +115,11 @@ def run(args: argparse.Namespace) -> None:
                            + " | ".join(f"{path}: {message}" for path, message in result.failed.items()))
 
 
+def _mean_std(row: dict[str, Any], column: str) -> str:
+    mean, std = row[f"{column}_mean"], row[f"{column}_std"]
+    return "–" if math.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
+
+
 def _print_summary(result: ReproduceResult) -> None:
     """The summary table of ``result``, its notes and the files written."""
     from rich.console import Console
@@ -112,15 +127,26 @@ def _print_summary(result: ReproduceResult) -> None:
 
     console = Console()
     if result.summary:
+        several = len({row["env"] for row in result.summary}) > 1
+        efficiency = "steps_to_target" in result.summary[0]
         table = Table(title=f"{result.name}: final iteration, mean ± std across seeds")
-        for col in ("label", "seeds", "itr", "env steps", "pre-update", "post-update", "wall-clock"):
-            table.add_column(col, justify="left" if col == "label" else "right")
+        meta = all(row["return_key"].startswith("Step_") for row in result.summary)
+        returns = ["pre-update", "post-update"] if meta else ["real return"]
+        columns = ["env"] * several + ["label", "seeds", "itr", "env steps", *returns] + \
+            ["steps to target"] * efficiency + ["wall-clock"]
+        for col in columns:
+            table.add_column(col, justify="left" if col in ("env", "label") else "right")
         for row in result.summary:
-            table.add_row(row["label"], row["seeds"], f"{row['final_itr'] + 1}/{row['iterations']}",
-                          f"{row['n_timesteps']:.3g}",
-                          f"{row['pre_update_mean']:.2f} ± {row['pre_update_std']:.2f}",
-                          f"{row['post_update_mean']:.2f} ± {row['post_update_std']:.2f}",
-                          f"{row['wall_clock_s']:.0f} s")
+            cells = [row["env"]] * several + [
+                row["label"], row["seeds"], f"{row['final_itr'] + 1}/{row['iterations']}",
+                f"{row['n_timesteps']:.3g}"]
+            cells += [_mean_std(row, "pre_update"), _mean_std(row, "post_update")] if meta else \
+                [_mean_std(row, "return")]
+            if efficiency:
+                reached = math.isfinite(row["steps_to_target"])
+                cells.append(f"{row['steps_to_target']:.3g} (target {row['target']:.0f})" if reached
+                             else f"not reached ({row['target']:.0f})")
+            table.add_row(*cells, f"{row['wall_clock_s']:.0f} s")
         console.print(table)
     for note in result.notes:
         console.print(f"note: {note}")

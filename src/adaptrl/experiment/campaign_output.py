@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from adaptrl.errors import ConfigError
-from adaptrl.experiment.campaigns import PRE_KEY, ExperimentSpec, PlannedRun, ReproduceResult
+from adaptrl.algorithms import ALGORITHMS
+from adaptrl.algorithms.base import final_step_return
+from adaptrl.experiment.campaigns import (
+    POST_KEY,
+    PRE_KEY,
+    RETURN_KEY,
+    ExperimentSpec,
+    PlannedRun,
+    ReproduceResult,
+)
 from adaptrl.experiment.rundir import PROGRESS_FILE
-from adaptrl.plots import plot_groups, read_progress, read_run
+from adaptrl.plots import plot_panels, read_progress, read_run
 
 FIGURE_FILE = "comparison.png"
 SUMMARY_FILE = "summary.csv"
@@ -35,20 +44,33 @@ def describe_run(run: PlannedRun) -> str:
     what = {"new": "new", "resume": f"resume at {run.rows}/{run.config.iterations}",
             "done": f"done ({run.rows}/{run.config.iterations})",
             "stalled": f"stalled at {run.rows}/{run.config.iterations}, no checkpoint"}[run.status]
-    return f"{run.label} seed {run.seed}: {what}"
+    return f"{run.title or run.label} seed {run.seed}: {what}"
 
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def _budget_text(exp: ExperimentSpec, runs: Sequence[PlannedRun]) -> str:
+    """``2 of 600 iterations each``, or for a real-step budget the iterations each label trains."""
+    if exp.iterations is not None:
+        iterations = runs[0].config.iterations if runs else exp.iterations
+        return f"{iterations} of {exp.iterations} iterations each"
+    per_label: dict[str, set[int]] = {}
+    for run in runs:
+        per_label.setdefault(run.label, set()).add(run.config.iterations)
+    counts = ", ".join(f"{label} {'/'.join(map(str, sorted(n)))}" for label, n in per_label.items())
+    return f"{exp.budget()} at full scale; iterations: {counts}"
+
+
 def format_plan(exp: ExperimentSpec, planned: Sequence[PlannedRun], out: str | Path) -> str:
     """Text of ``--dry-run``: each run's status and equivalent command."""
-    iterations = planned[0].config.iterations
     seeds = sorted({run.seed for run in planned})
     labels = len({run.label for run in planned})
-    lines = [f"{exp.name}: {_plural(labels, 'label')} × {_plural(len(seeds), 'seed')}, {iterations} of "
-             f"{exp.iterations} iterations each → {Path(out) / exp.name}"]
+    envs = len({run.env for run in planned})
+    where = f" × {_plural(envs, 'environment')}" if len(exp.envs) > 1 else ""
+    lines = [f"{exp.name}: {_plural(labels, 'label')}{where} × {_plural(len(seeds), 'seed')}, "
+             f"{_budget_text(exp, planned)} → {Path(out) / exp.name}"]
     for run in planned:
         action = {"new": "train", "resume": "resume", "done": "skip", "stalled": "blocked"}[run.status]
         lines += [f"  {describe_run(run)} [{action}]", f"    {run.command}"]
@@ -61,38 +83,61 @@ def write_outputs(exp: ExperimentSpec, result: ReproduceResult) -> None:
     out_dir = result.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     result.commands_txt = write_commands(exp, result.runs, out_dir / COMMANDS_FILE)
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for run in result.runs:
         if count_rows(run.run_dir) > 0:
-            groups.setdefault(run.label, []).append(read_run(run.run_dir))
+            groups.setdefault((run.env or exp.envs[0], run.label), []).append(read_run(run.run_dir))
     if not groups:
         result.notes.append(f"no run of {exp.name} has progress yet; nothing to draw.")
         return
-    result.summary = summarize(groups)
+    result.summary = summarize(groups, exp)
     result.summary_csv = write_summary(result.summary, out_dir / SUMMARY_FILE)
-    keys = plot_keys(exp, groups, result.notes)
-    if keys:
-        result.figure = plot_groups({label: [run["dir"] for run in runs] for label, runs in groups.items()},
-                                    keys=keys, out=out_dir / FIGURE_FILE, x_key=X_KEY,
-                                    title=f"{exp.name}: {exp.paper}")
+    panels = plot_panels_of(exp, groups, result.notes)
+    if panels:
+        result.figure = plot_panels(panels, out=out_dir / FIGURE_FILE, x_key=X_KEY,
+                                    title=f"{exp.name}: {exp.paper}",
+                                    log_x=any(spec.real_steps is not None for spec in exp.runs))
 
 
-def plot_keys(exp: ExperimentSpec, groups: Mapping[str, list[dict[str, Any]]], notes: list[str]) -> list[str]:
-    """``exp.keys`` with ``{K}`` filled in, without the columns some run lacks (noted in ``notes``)."""
-    ks = {int(run["config"].get("inner_steps", 1)) for runs in groups.values() for run in runs}
-    if len(ks) != 1 and any("{K}" in key for key in exp.keys):
-        raise ConfigError(f"the runs of {exp.name} adapt a different number of steps ({sorted(ks)}); "
-                          "their post-update curves cannot share a panel.")
-    k = ks.pop()
-    keys = []
-    for key in (template.replace("{K}", str(k)) for template in exp.keys):
-        missing = [str(run["dir"]) for runs in groups.values() for run in runs if key not in run["progress"]]
-        if missing:
-            notes.append(f"progress column {key!r} is missing from {', '.join(missing)}; its panel is "
-                         "left out.")
-        else:
-            keys.append(key)
-    return keys
+def resolve_key(template: str, config: Mapping[str, Any]) -> str:
+    """Plot-key ``template`` for a run with ``config``: ``{K}`` → its ``inner_steps``, ``{return}`` →
+    its algorithm's reported return column (:attr:`AlgorithmSpec.reported_return`)."""
+    if template == RETURN_KEY:
+        algo = config.get("algo", "")
+        return ALGORITHMS[algo].reported_return(config) if algo in ALGORITHMS else final_step_return(config)
+    return template.replace("{K}", str(int(config.get("inner_steps", 1))))
+
+
+def _panel_title(template: str, column: str) -> str:
+    if template == RETURN_KEY:
+        return "real return"
+    if template == PRE_KEY:
+        return "pre-update"
+    if template == POST_KEY:
+        return "post-update"
+    return column
+
+
+def plot_panels_of(exp: ExperimentSpec, groups: Mapping[tuple[str, str], list[dict[str, Any]]],
+                   notes: list[str]) -> list[tuple[str, dict[str, tuple[list[dict[str, Any]], str]]]]:
+    """One panel per environment (with runs) and ``exp.keys`` template, each curve a label with the
+    column its runs log; a panel some run lacks the column of is left out (noted in ``notes``)."""
+    panels = []
+    for env in dict.fromkeys(env for env, _ in groups):
+        for template in exp.keys:
+            curves = {label: (runs, resolve_key(template, runs[0]["config"]))
+                      for (run_env, label), runs in groups.items() if run_env == env}
+            missing = [f"{run['dir']} ({column})" for runs, column in curves.values() for run in runs
+                       if column not in run["progress"]]
+            title = _panel_title(template, next(iter(curves.values()))[1])
+            if len(exp.envs) > 1:
+                title = f"{env}: {title}"
+            if missing:
+                notes.append(f"panel {title!r}: its progress column is missing from {', '.join(missing)}; "
+                             "the panel is left out.")
+            else:
+                panels.append((title, curves))
+    return panels
 
 
 def _rows(run: Mapping[str, Any]) -> int:
@@ -114,19 +159,38 @@ def _last_finite(values: np.ndarray) -> float:
     return float(finite[-1]) if finite.size else math.nan
 
 
-def summarize(groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
-    """One row per label: the final common row of its seeds (the figure's last point)."""
+def steps_to_reach(runs: Sequence[Mapping[str, Any]], key: str, target: float) -> float:
+    """The mean real steps (``n_timesteps``) at the first row where the seed-mean of ``key`` is at
+    least ``target`` (on the rows all seeds have); nan when it never is."""
+    if math.isnan(target) or any(key not in run["progress"] for run in runs):
+        return math.nan
+    n = min(_rows(run) for run in runs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows where every seed is nan stay nan
+        mean, steps = (np.nanmean(np.stack([np.asarray(run["progress"][column][:n], dtype=float)
+                                            for run in runs]), axis=0) for column in (key, X_KEY))
+    reached = np.flatnonzero(mean >= target)
+    return float(steps[reached[0]]) if reached.size else math.nan
+
+
+def summarize(groups: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]],
+              exp: ExperimentSpec | None = None) -> list[dict[str, Any]]:
+    """One row per environment and label: the final common row of its seeds (the figure's last
+    point), the final reported return, and the real steps to reach the target (``exp.targets[env]``,
+    else the yardstick label's final reported return) with that count's ratio to the yardstick's."""
     rows = []
-    for label, runs in groups.items():
+    for (env, label), runs in groups.items():
         config = runs[0]["config"]
         k = int(config.get("inner_steps", 1))
         n = min(_rows(run) for run in runs)
         pre_mean, pre_std = _final(runs, PRE_KEY, n)
         post_mean, post_std = _final(runs, f"Step_{k}-AverageReturn", n)
+        return_key = resolve_key(RETURN_KEY, config)
+        return_mean, return_std = _final(runs, return_key, n)
         steps, _ = _final(runs, X_KEY, n)
         itr = runs[0]["progress"].get("Itr")
         rows.append({
-            "label": label, "algo": config.get("algo", ""), "env": config.get("env", ""),
+            "env": env, "label": label, "algo": config.get("algo", ""),
             "seeds": " ".join(str(run["config"].get("seed", "?")) for run in runs),
             "complete": sum(_rows(run) >= int(run["config"].get("iterations", 0)) for run in runs),
             "iterations": int(max(run["config"].get("iterations", 0) for run in runs)),
@@ -134,10 +198,35 @@ def summarize(groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[st
             "n_timesteps": steps, "inner_steps": k,
             "pre_update_mean": pre_mean, "pre_update_std": pre_std,
             "post_update_mean": post_mean, "post_update_std": post_std,
+            "return_key": return_key, "return_mean": return_mean, "return_std": return_std,
             "wall_clock_s": float(sum(_last_finite(run["progress"].get("Time", np.array([math.nan])))
                                       for run in runs)),
         })
+    if exp is not None and (exp.targets or exp.yardstick):
+        _add_sample_efficiency(rows, groups, exp)
     return rows
+
+
+def _add_sample_efficiency(rows: list[dict[str, Any]],
+                           groups: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]],
+                           exp: ExperimentSpec) -> None:
+    """``target``, ``target_from``, ``steps_to_target`` and ``steps_vs_yardstick`` of each row."""
+    by_key = {(row["env"], row["label"]): row for row in rows}
+    for row in rows:
+        env = row["env"]
+        yardstick = by_key.get((env, exp.yardstick)) if exp.yardstick else None
+        if env in exp.targets:
+            row["target"], row["target_from"] = float(exp.targets[env]), "stated"
+        elif yardstick is not None:
+            row["target"], row["target_from"] = yardstick["return_mean"], f"final {exp.yardstick}"
+        else:
+            row["target"], row["target_from"] = math.nan, ""
+        row["steps_to_target"] = steps_to_reach(groups[env, row["label"]], row["return_key"], row["target"])
+    for row in rows:
+        yardstick = by_key.get((row["env"], exp.yardstick)) if exp.yardstick else None
+        base = yardstick["steps_to_target"] if yardstick is not None else math.nan
+        reached = base and not math.isnan(base)
+        row["steps_vs_yardstick"] = row["steps_to_target"] / base if reached else math.nan
 
 
 def write_summary(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
@@ -151,10 +240,9 @@ def write_summary(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
 
 def write_commands(exp: ExperimentSpec, runs: Sequence[PlannedRun], path: Path) -> Path:
     """The equivalent ``adaptrl train`` command of every run, after a commented header."""
-    iterations = runs[0].config.iterations if runs else exp.iterations
     seeds = sorted({run.seed for run in runs})
-    lines = [f"# {exp.name}: {exp.description}", f"# {exp.paper}; {exp.env}",
-             f"# {iterations} of {exp.iterations} iterations, seeds {' '.join(map(str, seeds))}; "
+    lines = [f"# {exp.name}: {exp.description}", f"# {exp.paper}; {', '.join(exp.envs)}",
+             f"# {_budget_text(exp, runs)}, seeds {' '.join(map(str, seeds))}; "
              "each command trains one run directory (rerun `adaptrl reproduce` to resume them all)",
              *(run.command for run in runs)]
     path.write_text("\n".join(lines) + "\n")

@@ -2,9 +2,11 @@
 
 Run ``LABEL-sSEED`` of a reproduction at ``--scale F`` is exactly
 ``build_config(algo, env, preset="paper", overrides={**overrides, "seed": SEED,
-"iterations": max(1, round(F * full_iterations))})`` where ``overrides`` are the experiment's
-shared settings, then the label's own, then ``--set``; so a run started by hand with the printed
-``adaptrl train`` command into the same folder is recognised as the same run.
+"iterations": N})`` where ``overrides`` are the experiment's shared settings, then the label's own,
+then ``--set``, and ``N = max(1, round(F * full_iterations))`` — or, for an experiment with a
+real-step budget, the fewest iterations whose full-length episodes reach ``F`` × that budget
+(:func:`budget_iterations`); so a run started by hand with the printed ``adaptrl train`` command
+into the same folder is recognised as the same run.
 
 Resuming. Runs are trained seed by seed (every label of seed 0, then of seed 1, …). Rerunning the
 same command continues where it stopped: a run whose ``config.yaml`` matches and whose
@@ -31,7 +33,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from adaptrl.errors import ConfigError, require_positive_int
+from adaptrl.algorithms import ALGORITHMS
+from adaptrl.errors import ConfigError, require_positive_int, unknown_name_error
 from adaptrl.experiment.campaign_output import count_rows, describe_run, write_outputs
 from adaptrl.experiment.campaigns import (
     DEFAULT_OUT,
@@ -65,11 +68,39 @@ class RunOutcome:
 # ------------------------------------------------------------------------------------ recipe
 def scaled_iterations(full: int, scale: float) -> int:
     """``max(1, round(full * scale))`` for a finite ``scale > 0``."""
+    return max(1, round(full * check_scale(scale)))
+
+
+def check_scale(scale: float) -> float:
+    """``scale`` when it is a finite number > 0 (a clear error otherwise)."""
     number = isinstance(scale, int | float) and not isinstance(scale, bool)
     if not (number and math.isfinite(scale) and scale > 0):
-        raise ConfigError(f"scale must be a positive number (the fraction of the paper's iterations to "
+        raise ConfigError(f"scale must be a positive number (the fraction of the paper's budget to "
                           f"train, e.g. 0.2), got {scale!r}.")
-    return max(1, round(full * scale))
+    return scale
+
+
+def real_steps_per_iteration(config: TrainConfig) -> tuple[int, int]:
+    """Real environment steps of ``config``'s first and of each later iteration, counting every
+    episode at full length (``n_timesteps`` is lower when episodes terminate early).
+
+    Model-based algorithms (the ``model`` settings group) collect whole episodes covering
+    ``initial_random_steps``, then ``real_steps_per_iter``; the meta-learner samples
+    ``tasks_per_iter × rollouts_per_task`` episodes for each of its ``inner_steps + 1`` policies.
+    """
+    if "model" in ALGORITHMS[config.algo].settings:
+        def episodes(steps: int) -> int:
+            return max(1, math.ceil(steps / config.horizon)) * config.horizon
+        return episodes(config.initial_random_steps), episodes(config.real_steps_per_iter)
+    episodes_per_iteration = config.tasks_per_iter * config.rollouts_per_task * (config.inner_steps + 1)
+    return episodes_per_iteration * config.horizon, episodes_per_iteration * config.horizon
+
+
+def budget_iterations(config: TrainConfig, real_steps: float) -> int:
+    """The fewest iterations of ``config`` whose real steps (:func:`real_steps_per_iteration`) reach
+    ``real_steps``: ``1 + ceil((real_steps − first) / later)``, at least 1."""
+    first, later = real_steps_per_iteration(config)
+    return 1 + max(0, math.ceil((real_steps - first) / later))
 
 
 def resolve_seeds(seeds: int | Sequence[int] | None, default: int = 3) -> list[int]:
@@ -87,6 +118,18 @@ def resolve_seeds(seeds: int | Sequence[int] | None, default: int = 3) -> list[i
     if len(set(seed_list)) != len(seed_list):
         raise ConfigError(f"the seed list {seed_list} repeats a seed; give each seed once.")
     return [int(s) for s in seed_list]
+
+
+def select_envs(exp: ExperimentSpec, envs: Sequence[str] | None) -> list[str]:
+    """The environments of ``exp`` to train (all of them when ``envs`` is None), in registry order."""
+    if envs is None:
+        return list(exp.envs)
+    if not envs:
+        raise ConfigError(f"--envs is empty; environments of {exp.name}: {', '.join(exp.envs)}.")
+    for env in envs:
+        if env not in exp.envs:
+            raise unknown_name_error(f"environment of {exp.name}", env, exp.envs)
+    return [env for env in exp.envs if env in envs]
 
 
 def select_labels(exp: ExperimentSpec, only: Sequence[str] | None) -> list[str]:
@@ -112,27 +155,45 @@ def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_overrides(exp: ExperimentSpec, spec: RunSpec,
+def run_overrides(exp: ExperimentSpec, spec: RunSpec, env: str,
                   overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Shared settings, then the run's overrides, then the user's (``--set``); no seed/iterations."""
     overrides = dict(overrides or {})
     for key, why in _RESERVED.items():
         if key in overrides:
             raise ConfigError(f"cannot --set {key} in a reproduction: {why}.")
-    shared = exp.settings(exp.env) if exp.settings is not None else {}
+    shared = exp.settings(env) if exp.settings is not None else {}
     return _merge(shared, spec.overrides, overrides)
 
 
+def run_iterations(exp: ExperimentSpec, spec: RunSpec, env: str, scale: float,
+                   overrides: Mapping[str, Any] | None = None) -> int:
+    """Iterations of run ``spec`` on ``env`` at ``scale``: the scaled iterations, or the fewest that
+    reach the scaled real-step budget (the run's own, else the experiment's)."""
+    if exp.iterations is not None:
+        return scaled_iterations(exp.iterations, scale)
+    budget = spec.real_steps if spec.real_steps is not None else exp.real_steps
+    settings = run_overrides(exp, spec, env, overrides)
+    probe = build_config(spec.algo, env, preset=exp.preset, overrides=settings)
+    return budget_iterations(probe, budget * check_scale(scale))
+
+
 def run_config(exp: ExperimentSpec, spec: RunSpec, seed: int, iterations: int,
-               overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """The configuration of run ``spec`` with ``seed`` for ``iterations`` iterations."""
-    values = {**run_overrides(exp, spec, overrides), "seed": seed, "iterations": iterations}
-    return build_config(spec.algo, exp.env, preset=exp.preset, overrides=values)
+               overrides: Mapping[str, Any] | None = None, env: str | None = None) -> TrainConfig:
+    """The configuration of run ``spec`` on ``env`` (default: the first) with ``seed`` for
+    ``iterations`` iterations."""
+    env = env or exp.envs[0]
+    values = {**run_overrides(exp, spec, env, overrides), "seed": seed, "iterations": iterations}
+    return build_config(spec.algo, env, preset=exp.preset, overrides=values)
 
 
-def run_dir_of(out: str | Path, name: str, label: str, seed: int) -> Path:
-    """``out/name/label-sSEED``."""
-    return Path(out) / name / f"{label}-s{seed}"
+def run_dir_of(out: str | Path, exp: ExperimentSpec, label: str, seed: int, env: str | None = None) -> Path:
+    """``out/NAME/LABEL-sSEED``, or ``out/NAME/ENV/LABEL-sSEED`` for an experiment on several
+    environments."""
+    base = Path(out) / exp.name
+    if len(exp.envs) > 1:
+        base = base / (env or exp.envs[0])
+    return base / f"{label}-s{seed}"
 
 
 def _yaml_scalar(value: Any) -> str:
@@ -142,11 +203,12 @@ def _yaml_scalar(value: Any) -> str:
 
 
 def train_command(exp: ExperimentSpec, spec: RunSpec, seed: int, iterations: int,
-                  overrides: Mapping[str, Any] | None, run_dir: str | Path) -> str:
+                  overrides: Mapping[str, Any] | None, run_dir: str | Path, env: str | None = None) -> str:
     """The ``adaptrl train`` command line that trains exactly this run into ``run_dir``."""
-    args = ["adaptrl", "train", spec.algo, "--env", exp.env, "--preset", exp.preset, "--seed", str(seed),
+    env = env or exp.envs[0]
+    args = ["adaptrl", "train", spec.algo, "--env", env, "--preset", exp.preset, "--seed", str(seed),
             "--iterations", str(iterations)]
-    for key, value in run_overrides(exp, spec, overrides).items():
+    for key, value in run_overrides(exp, spec, env, overrides).items():
         if key == "env_options" and isinstance(value, Mapping):
             for option, option_value in value.items():
                 args += ["--set", f"env_options.{option}={_yaml_scalar(option_value)}"]
@@ -163,18 +225,20 @@ def _differences(existing: TrainConfig, wanted: TrainConfig, ignore: Sequence[st
 
 
 def _conflict_error(run_dir: Path, existing: TrainConfig, wanted: TrainConfig, keys: list[str],
-                    full_iterations: int) -> ConfigError:
+                    full_iterations: int | None) -> ConfigError:
     have, want = existing.to_dict(), wanted.to_dict()
     diffs = "; ".join(f"{k}: {have.get(k)!r} there, {want[k]!r} here" for k in keys)
     hint = ""
-    if keys == ["iterations"]:
+    if keys == ["iterations"] and full_iterations:
         hint = (f" It was trained with --scale {existing.iterations / full_iterations:g}: pass that "
                 f"--scale to use it.")
+    elif keys == ["iterations"]:
+        hint = " It was trained with another --scale: pass that --scale to use it."
     return ConfigError(f"{run_dir} holds a run of another configuration ({diffs}).{hint} Choose another "
                        f"--out, or delete {run_dir} to train it again with this recipe.")
 
 
-def inspect_run(run_dir: Path, config: TrainConfig, full_iterations: int,
+def inspect_run(run_dir: Path, config: TrainConfig, full_iterations: int | None,
                 ignore_iterations: bool = False) -> tuple[str, int]:
     """``(status, rows)`` of ``run_dir`` for ``config`` (see :class:`PlannedRun`); a folder holding a
     run of another configuration raises :class:`ConfigError` naming the differing keys."""
@@ -204,21 +268,29 @@ def inspect_run(run_dir: Path, config: TrainConfig, full_iterations: int,
 
 def plan_experiment(name: str, *, seeds: int | Sequence[int] | None = None, scale: float = 1.0,
                     out: str | Path = DEFAULT_OUT, overrides: Mapping[str, Any] | None = None,
-                    ignore_iterations: bool = False) -> list[PlannedRun]:
-    """Every run of reproduction ``name`` (all labels, seed-major order) with its config, folder,
-    equivalent command and status. Raises :class:`ConfigError` when a folder holds a run of another
-    configuration (with ``ignore_iterations``, runs of any length count as this recipe)."""
+                    ignore_iterations: bool = False, envs: Sequence[str] | None = None) -> list[PlannedRun]:
+    """Every run of reproduction ``name`` (all labels of the environments ``envs``, default all;
+    seed-major order) with its config, folder, equivalent command and status. Raises
+    :class:`ConfigError` when a folder holds a run of another configuration (with
+    ``ignore_iterations``, runs of any length count as this recipe)."""
     exp = get_experiment(name)
     seed_list = resolve_seeds(seeds, exp.seeds)
-    iterations = scaled_iterations(exp.iterations, scale)
+    env_list = select_envs(exp, envs)
+    check_scale(scale)
+    iterations = {(env, spec.label): run_iterations(exp, spec, env, scale, overrides)
+                  for env in env_list for spec in exp.runs}
     planned = []
     for seed in seed_list:
-        for spec in exp.runs:
-            config = run_config(exp, spec, seed, iterations, overrides)
-            run_dir = run_dir_of(out, exp.name, spec.label, seed)
-            status, rows = inspect_run(run_dir, config, exp.iterations, ignore_iterations)
-            command = train_command(exp, spec, seed, iterations, overrides, run_dir)
-            planned.append(PlannedRun(spec.label, spec.algo, seed, config, run_dir, status, rows, command))
+        for env in env_list:
+            for spec in exp.runs:
+                n = iterations[env, spec.label]
+                config = run_config(exp, spec, seed, n, overrides, env)
+                run_dir = run_dir_of(out, exp, spec.label, seed, env)
+                status, rows = inspect_run(run_dir, config, exp.iterations, ignore_iterations)
+                command = train_command(exp, spec, seed, n, overrides, run_dir, env)
+                title = f"{spec.label} on {env}" if len(exp.envs) > 1 else spec.label
+                planned.append(PlannedRun(spec.label, spec.algo, seed, config, run_dir, status, rows, command,
+                                          env, title))
     return planned
 
 
@@ -283,7 +355,7 @@ def run_ray(ray: Any, todo: Sequence[PlannedRun], *, workers: int, address: str 
                 outcome = ray.get(ref)
                 outcome.run_dir = str(run.run_dir)
                 outcomes.append(outcome)
-                log(f"{run.label} seed {run.seed}: {outcome.status} ({outcome.rows} rows)")
+                log(f"{run.title or run.label} seed {run.seed}: {outcome.status} ({outcome.rows} rows)")
         return outcomes
     finally:
         if started:
@@ -294,12 +366,14 @@ def run_experiment(name: str, *, seeds: int | Sequence[int] | None = None, scale
                    out: str | Path = DEFAULT_OUT, overrides: Mapping[str, Any] | None = None,
                    workers: int = 1, use_ray: bool = False, ray_address: str | None = None,
                    cpus_per_run: float = 1.0, show_progress: bool = True, only: Sequence[str] | None = None,
+                   envs: Sequence[str] | None = None,
                    log: Callable[[str], None] | None = None) -> ReproduceResult:
     """Train the missing runs of reproduction ``name`` and draw its comparison figure and summary.
 
     ``seeds``: a count ``n`` (seeds 0…n-1; default the experiment's) or explicit seeds; ``scale``:
     fraction of the paper's iterations; ``overrides``: settings applied to every run (``--set``);
-    ``only``: labels to train (the figure shows every label that has runs). Runs go one after another
+    ``only``: labels to train, ``envs``: environments (the figure shows every label and environment
+    that has runs). Runs go one after another
     in this process, or as Ray tasks with ``use_ray`` or ``workers > 1`` (``ray_address`` None = a
     local cluster; ``cpus_per_run`` CPUs each). ``log`` receives one line per run. A diverged run is
     listed in ``failed`` and the others go on; Ctrl-C stops with ``interrupted=True`` (rerun to resume).
@@ -311,8 +385,9 @@ def run_experiment(name: str, *, seeds: int | Sequence[int] | None = None, scale
         raise ConfigError(f"cpus_per_run must be a positive number, got {cpus_per_run!r}.")
     ray = import_ray() if use_ray or workers > 1 else None
     log = log or (lambda message: None)
+    env_list = select_envs(exp, envs)
     planned = plan_experiment(name, seeds=seeds, scale=scale, out=out, overrides=overrides)
-    selected = [run for run in planned if run.label in labels]
+    selected = [run for run in planned if run.label in labels and run.env in env_list]
     stalled = [run for run in selected if run.status == "stalled"]
     if stalled:
         where = ", ".join(f"{run.run_dir} ({run.rows}/{run.config.iterations} rows)" for run in stalled)
