@@ -209,6 +209,9 @@ def test_conflicting_config_is_an_error(reproduced, registered):
     with pytest.raises(ConfigError, match=r"iterations: 2 there, 4 here\)\. It was trained with "
                                           r"--scale 0\.5"):
         run_experiment("tiny", seeds=2, scale=1.0, out=out)
+    # how often checkpoints are written does not change the run: it is the same, finished run
+    planned = plan_experiment("tiny", seeds=2, scale=0.5, out=out, overrides={"checkpoint_every": 3})
+    assert {run.status for run in planned} == {"done"}
 
 
 def test_progress_without_checkpoint_blocks(reproduced, registered, tmp_path):

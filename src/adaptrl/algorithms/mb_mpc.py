@@ -178,7 +178,7 @@ MB_MPC_PAPER = dict(planner="random_shooting", plan_candidates=1000, plan_horizo
                     real_steps_per_iter=4000, initial_random_steps=5000, model_members=5,
                     model_hidden_sizes=(512, 512),
                     model_max_epochs=200, model_batch_size=500, model_lr=1e-3, model_weight_norm=True,
-                    buffer_size=100_000, horizon=200)
+                    buffer_size=100_000, horizon=200, checkpoint_every=1)
 
 
 register(AlgorithmSpec(

@@ -49,7 +49,8 @@ PAPER = dict(tasks_per_iter=20, rollouts_per_task=50, policy_steps_per_iter=30, 
              init_std=1.0, initial_random_steps=5000, real_steps_per_iter=4000, buffer_size=100_000,
              model_members=5, model_hidden_sizes=(512, 512), model_activation="relu",
              model_weight_norm=True, model_lr=1e-3, model_batch_size=500, model_max_epochs=500,
-             model_valid_split=0.2, model_persistency=0.95, real_eval_episodes=20)
+             model_valid_split=0.2, model_persistency=0.95, real_eval_episodes=20,
+             checkpoint_every=1)
 
 #: The meta-mb MB-ProMP sweep: (500, 500) models, 64-64 policy, 5 Adam steps, α = 0.001.
 PROMP_PAPER = dict(PAPER, hidden_sizes=(64, 64), model_hidden_sizes=(500, 500), outer_steps=5,

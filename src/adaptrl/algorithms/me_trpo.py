@@ -53,7 +53,7 @@ PAPER = dict(rollouts_per_task=250, policy_steps_per_iter=400, validation_rollou
              model_members=5, model_hidden_sizes=(1024, 1024), model_activation="relu",
              model_weight_norm=False, model_lr=1e-3, model_batch_size=1000, model_max_epochs=500,
              model_valid_split=1 / 3, model_reinit_every=5, model_reset_optimizer=True,
-             exploration_std=3.0, param_noise_scale=3.0, real_eval_episodes=20)
+             exploration_std=3.0, param_noise_scale=3.0, real_eval_episodes=20, checkpoint_every=1)
 
 #: Per-environment differences of ``params-<env>.json``.
 PAPER_ENV = {"Swimmer": dict(model_hidden_sizes=(512, 512), buffer_size=150_000),

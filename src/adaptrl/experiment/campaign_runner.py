@@ -219,9 +219,14 @@ def train_command(exp: ExperimentSpec, spec: RunSpec, seed: int, iterations: int
 
 
 # ------------------------------------------------------------------------------------- state
+_OPERATIONAL = ("checkpoint_every",)
+"""Settings that change when files are written, not what is learned: a run differing only in them
+is the same run."""
+
+
 def _differences(existing: TrainConfig, wanted: TrainConfig, ignore: Sequence[str] = ()) -> list[str]:
     have, want = existing.to_dict(), wanted.to_dict()
-    return [k for k in want if k not in ignore and have.get(k) != want[k]]
+    return [k for k in want if k not in (*ignore, *_OPERATIONAL) and have.get(k) != want[k]]
 
 
 def _conflict_error(run_dir: Path, existing: TrainConfig, wanted: TrainConfig, keys: list[str],
