@@ -218,3 +218,16 @@ def test_copies_of_a_run_count_as_one_seed_and_truncation_is_said(tmp_path, runs
     messages = " ".join(str(w.message) for w in caught)
     assert "4 runs but 2 distinct configurations" in messages
     assert "cut to the shortest run (4 rows)" in messages
+
+
+def test_default_panels_name_the_return_of_runs_without_adaptation(tmp_path, runs):
+    """Runs with Step_1 columns get a pre- and a post-update panel; single-task runs (K = 0, only
+    Step_0) get one panel that does not call their return "pre-update"."""
+    from adaptrl.plots import _panels, group_runs
+
+    assert [title for title, _ in _panels(None, group_runs(runs))] == ["pre-update", "post-update (1 step)"]
+    run = tmp_path / "trpo_s0"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"algo": "trpo", "env": "HalfCheetah", "seed": 0}))
+    (run / "progress.csv").write_text("Itr,n_timesteps,Step_0-AverageReturn\n0,100,1.0\n1,200,2.0\n")
+    assert [title for title, _ in _panels(None, group_runs([run]))] == ["return (no adaptation)"]

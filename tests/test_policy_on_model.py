@@ -6,11 +6,18 @@ import csv
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from adaptrl.algorithms.model_based import UniformController
-from adaptrl.algorithms.policy_on_model import PolicyOnModel, ValidationStop, episode_params, reported_return
+from adaptrl.algorithms.policy_on_model import (
+    PolicyOnModel,
+    ValidationStop,
+    episode_params,
+    reported_return,
+    weight_noise,
+)
 from adaptrl.experiment.campaign_runner import real_steps_per_iteration
 from adaptrl.experiment.config import build_config
 from adaptrl.experiment.evaluation import evaluate
@@ -272,3 +279,14 @@ def test_mb_mpo_learns_halfcheetah(tmp_path):
     returns = [row["PrePolicy-AverageReturn"] for row in result.rows]
     assert returns[0] < 0
     assert max(returns[3:]) > returns[0] + 50, returns
+
+
+def test_parameter_noise_has_the_stated_std_and_spares_the_log_std():
+    """ME-TRPO's parameter noise (thesis App. A.1.3): per weight N(0, (c·|θ − θ_prev|)²), zero on log σ."""
+    theta = {"w": jnp.array([1.0, 2.0, -1.0]), "log_std": jnp.array([0.5, 0.5])}
+    previous = {"w": jnp.array([0.0, 2.5, -1.0]), "log_std": jnp.array([0.0, 0.0])}
+    noise = weight_noise(theta, previous, 3.0, jax.random.PRNGKey(0), 20_000)
+    assert noise["w"].shape == (20_000, 3) and not np.any(noise["log_std"])
+    np.testing.assert_allclose(noise["w"].std(axis=0), [3.0, 1.5, 0.0], rtol=0.03, atol=1e-7)
+    np.testing.assert_allclose(noise["w"].mean(axis=0), 0.0, atol=0.05)
+    assert not np.any(weight_noise(theta, previous, 0.0, jax.random.PRNGKey(0), 4)["w"])

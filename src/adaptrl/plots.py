@@ -307,8 +307,10 @@ def _panels(keys: Sequence[str] | None,
             runs = ", ".join(str(run["dir"]) for run in groups[label])
             raise ConfigError(f"the runs {runs} have no Step_k-AverageReturn columns in common; pass keys= "
                               f"to choose the progress.csv columns to plot.")
-    panels = [("pre-update", {label: "Step_0-AverageReturn" for label in groups})]
-    if any(k for k in last.values()):
+    adapted = any(k for k in last.values())
+    panels = [("pre-update" if adapted else "return (no adaptation)",
+               {label: "Step_0-AverageReturn" for label in groups})]
+    if adapted:
         ks = sorted({k for k in last.values() if k})
         what = _steps_title(ks[0]) if len(ks) == 1 else f"{'/'.join(map(str, ks))} steps"
         panels.append((f"post-update ({what})",

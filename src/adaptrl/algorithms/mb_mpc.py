@@ -28,7 +28,7 @@ import numpy as np
 
 from adaptrl.algorithms.base import AlgorithmSpec, IterationOutput, register
 from adaptrl.algorithms.model_based import ModelBased, ModelBasedState, return_metrics
-from adaptrl.analysis.statistics import mean_interval
+from adaptrl.analysis.statistics import eval_row
 from adaptrl.envs import make
 from adaptrl.meta.config import TrainConfig
 from adaptrl.meta.learner import tree_is_finite
@@ -139,11 +139,8 @@ class MBMPC:
         controller = self.controller(state)
         traj, _ = self.mb.collect(controller, tasks * self.config.horizon, jax.random.PRNGKey(seed))
         returns = np.asarray(traj.rewards).sum(-1).ravel()
-        mean, low, high = mean_interval(returns)
-        rows = [{"step": 0, "mean_return": mean, "ci95_low": low, "ci95_high": high,
-                 "std_across_tasks": float(returns.std(ddof=1)) if len(returns) > 1 else math.nan}]
-        return {"adapt_steps": 0, "tasks": len(returns), "seed": seed, "rollouts": 1, "rows": rows,
-                "result": traj}
+        return {"adapt_steps": 0, "tasks": len(returns), "seed": seed, "rollouts": 1,
+                "rows": [eval_row(0, returns)], "result": traj}
 
 
 def plan_diagnostics(traj: Trajectories, controller: Any, horizon: int, discount: float) -> dict[str, float]:

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 from adaptrl.algorithms.base import IterationOutput
-from adaptrl.analysis.statistics import flatten, gradient_statistics, mean_interval
+from adaptrl.analysis.statistics import eval_row, flatten, gradient_statistics
 from adaptrl.envs import VectorEnv, make
 from adaptrl.envs.device import CORNERS
 from adaptrl.errors import ConfigError
@@ -192,13 +192,8 @@ class MetaRL:
         finally:
             if exp is not self:
                 exp.close()
-        rows = []
-        for k, traj in enumerate(result.trajectories):
-            per_task_return = np.asarray(traj.returns()).mean(axis=1)
-            mean, low, high = mean_interval(per_task_return)
-            sd = float(per_task_return.std(ddof=1)) if tasks > 1 else math.nan
-            rows.append({"step": k, "mean_return": mean, "std_across_tasks": sd,
-                         "ci95_low": low, "ci95_high": high})
+        rows = [eval_row(k, np.asarray(traj.returns()).mean(axis=1))  # one mean return per task
+                for k, traj in enumerate(result.trajectories)]
         return {"tasks": tasks, "adapt_steps": steps, "seed": seed, "rollouts": exp_rollouts,
                 "rows": rows, "result": result}
 

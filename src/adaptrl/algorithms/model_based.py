@@ -68,6 +68,14 @@ def single_task(env: VectorEnv, n: int) -> dict[str, np.ndarray]:
     return {k: np.repeat(v, n, axis=0) for k, v in one.items()}
 
 
+def data_range(buffer: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension minimum and maximum of every observation in ``buffer`` (states and next
+    states): the range imagined states are clipped to (widened by the clip margin)."""
+    obs, _, next_obs = buf.buffer_contents(buffer)
+    both = np.concatenate([obs, next_obs])
+    return both.min(0), both.max(0)
+
+
 def transitions(env: VectorEnv, traj: Trajectories) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The real steps of ``traj`` as ``(obs, env action, next obs)`` rows, episode by episode.
 
@@ -206,17 +214,17 @@ class ModelBased:
         (real reset states, or buffer states with ``model_start_states=buffer``), the data
         range for clipping and the output noise of thesis §5.5.3 (b ~ U(0, b_max) per member)."""
         c = self.config
-        obs, _, next_obs = buf.buffer_contents(state.buffer)
         if c.model_start_states == "buffer":
+            obs = buf.buffer_contents(state.buffer)[0]
             rows = np.asarray(jax.random.randint(jax.random.fold_in(key, 0), (c.model_start_pool,), 0,
                                                  len(obs)))
             start = obs[rows]
         else:
             start = state.start_obs
-        both = np.concatenate([obs, next_obs])
+        low, high = data_range(state.buffer)
         bias = c.model_output_bias_max * np.asarray(
             jax.random.uniform(jax.random.fold_in(key, 1), (c.model_members,)))
-        return model_sim_params(state.model.params, start, both.min(0), both.max(0), c.model_members,
+        return model_sim_params(state.model.params, start, low, high, c.model_members,
                                 output_bias=bias, output_noise_std=c.model_output_noise_std)
 
     def planner_step(self):
@@ -249,9 +257,9 @@ class ModelBased:
         return step
 
     def planner_params(self, state: ModelBasedState) -> dict[str, Any]:
-        obs, _, next_obs = buf.buffer_contents(state.buffer)
-        both = np.concatenate([obs, next_obs])
-        return {"model": state.model.params, "obs_low": jnp.asarray(both.min(0)),
-                "obs_high": jnp.asarray(both.max(0)),
+        """The parameters of :meth:`planner_step`: the ensemble, the data range for clipping, the
+        clip margin and the member of the current planning call."""
+        low, high = data_range(state.buffer)
+        return {"model": state.model.params, "obs_low": jnp.asarray(low), "obs_high": jnp.asarray(high),
                 "clip_margin": jnp.asarray(self.config.model_clip_margin, jnp.float32),
                 "member": jnp.asarray(0, jnp.int32)}

@@ -46,7 +46,7 @@ import numpy as np
 from adaptrl.algorithms.base import IterationOutput
 from adaptrl.algorithms.meta_rl import MetaRL, sample_and_adapt, task_seed
 from adaptrl.algorithms.model_based import ModelBased, ModelBasedState, return_metrics, single_task
-from adaptrl.analysis.statistics import mean_interval
+from adaptrl.analysis.statistics import eval_row
 from adaptrl.envs import make
 from adaptrl.envs.base import env_action
 from adaptrl.errors import ConfigError
@@ -105,22 +105,20 @@ class ValidationStop:
         return update - self.kept_update >= self.patience
 
 
-def perturb_weights(params: Params, previous: Params, scale: float, key: jax.Array, n: int) -> Params:
-    """``n`` copies of ``params`` (leading axis) with the weights and biases perturbed by
-    N(0, (scale·|params − previous|)²) elementwise, the log-std untouched (ME-TRPO's parameter
-    noise, thesis App. A.1.3)."""
+def weight_noise(params: Params, previous: Params, scale: float, key: jax.Array, n: int) -> Params:
+    """``n`` draws (leading axis) of ME-TRPO's parameter noise (thesis App. A.1.3): for the weights
+    and biases N(0, (scale·|params − previous|)²) elementwise, zero for the log-std."""
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
     prev = jax.tree_util.tree_leaves(previous)
     keys = jax.random.split(key, len(flat))
-    leaves = []
+    noise = []
     for (path, leaf), old, k in zip(flat, prev, keys, strict=True):
-        copies = jnp.broadcast_to(leaf, (n, *jnp.shape(leaf)))
+        shape = (n, *jnp.shape(leaf))
         if "log_std" in jax.tree_util.keystr(path) or scale == 0:
-            leaves.append(copies)
-            continue
-        std = scale * jnp.abs(leaf - old)
-        leaves.append(copies + std * jax.random.normal(k, copies.shape, copies.dtype))
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+            noise.append(jnp.zeros(shape, jnp.result_type(leaf)))
+        else:
+            noise.append(scale * jnp.abs(leaf - old) * jax.random.normal(k, shape, jnp.result_type(leaf)))
+    return jax.tree_util.tree_unflatten(treedef, noise)
 
 
 def episode_params(collect_params: Params, n: int) -> Params:
@@ -236,11 +234,9 @@ class PolicyOnModel:
         n = max(1, math.ceil(steps / c.horizon))
         params = episode_params(policy.collect_params, n)
         if c.param_noise_scale > 0:
-            theta = policy.learner.meta_params["policy"]
-            noisy = perturb_weights(theta, policy.previous_policy, c.param_noise_scale,
-                                    jax.random.fold_in(key, 3), n)
-            # parameter noise perturbs θ; the episodes keep their own collection policy otherwise
-            params = jax.tree_util.tree_map(lambda p, q, t: p + (q - t), params, noisy, theta)
+            noise = weight_noise(policy.learner.meta_params["policy"], policy.previous_policy,
+                                 c.param_noise_scale, jax.random.fold_in(key, 3), n)
+            params = jax.tree_util.tree_map(jnp.add, params, noise)
         return self.collector.collect(params, single_task(self.env, n), key)
 
     def real_performance(self, learner: LearnerState, collect_params: Params, key: jax.Array
@@ -419,11 +415,6 @@ class PolicyOnModel:
             adapted, _ = self.adapted_policies(learner, sim_params, state, jax.random.fold_in(key, 2))
             trajectories.append(self.real_sampler.collect(episode_params(adapted, tasks), n_tasks,
                                                           jax.random.fold_in(key, 4)))
-        rows = []
-        for step, traj in enumerate(trajectories):
-            returns = np.asarray(traj.returns()).ravel()
-            mean, low, high = mean_interval(returns)
-            rows.append({"step": step, "mean_return": mean, "ci95_low": low, "ci95_high": high,
-                         "std_across_tasks": float(returns.std(ddof=1)) if len(returns) > 1 else math.nan})
+        rows = [eval_row(step, np.asarray(traj.returns())) for step, traj in enumerate(trajectories)]
         return {"adapt_steps": len(trajectories) - 1, "tasks": tasks, "seed": seed, "rollouts": 1,
                 "rows": rows, "result": trajectories}

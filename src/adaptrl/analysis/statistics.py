@@ -81,6 +81,16 @@ def gradient_statistics(grads: np.ndarray, truth: np.ndarray | None = None) -> d
     return out
 
 
+def eval_row(step: int, values: np.ndarray) -> dict[str, float]:
+    """One row of ``adaptrl eval``: adaptation ``step``, the mean of ``values`` (one return per task
+    or episode) with its 95 % Student-t interval (:func:`mean_interval`) and their sample std
+    (NaN for a single value)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    mean, low, high = mean_interval(values)
+    spread = float(values.std(ddof=1)) if values.size > 1 else math.nan
+    return {"step": step, "mean_return": mean, "std_across_tasks": spread, "ci95_low": low, "ci95_high": high}
+
+
 def mean_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
     """Mean of ``values`` and its Student-t confidence interval ``mean ± t_{n−1}·s/√n`` at
     ``level`` (s the sample std, ddof = 1). With one value the interval is undefined: NaN."""
