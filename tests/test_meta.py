@@ -15,6 +15,7 @@ from jax.flatten_util import ravel_pytree
 from adaptrl import estimators as est
 from adaptrl.algorithms import ALGORITHMS
 from adaptrl.algorithms.meta_rl import MetaRL, sample_and_adapt
+from adaptrl.errors import ConfigError
 from adaptrl.experiment.config import build_config
 from adaptrl.meta.adaptation import adapt, adapt_step, inner_objective, policy_log_prob
 from adaptrl.meta.batch import StepBatch, stack_steps, step
@@ -306,3 +307,29 @@ def test_trpo_gauss_newton_curvature_equals_the_exact_kl_hessian_at_the_sampling
     far_exact = ravel_pytree(hvp(outer_kl, moved, v))[0]
     far_gn = ravel_pytree(learner.outer_kl_curvature(moved, batches)(v))[0]
     assert np.linalg.norm(far_gn - far_exact) > 1e-3 * np.linalg.norm(far_exact)
+
+
+def test_trpo_curvature_option_selects_the_exact_product_and_both_steps_agree(monkeypatch):
+    """``trpo_curvature=exact`` takes the TRPO step with forward-over-reverse products of the whole
+    KL (the learner's Gauss-Newton form is not called); both steps start from the same data and
+    agree closely, since the two products coincide at the sampling parameters."""
+    from adaptrl.meta import learner as learner_module
+    from adaptrl.meta.learner import trpo_update
+
+    config = tiny_config("maml-trpo", inner_steps=1)
+    exp, state, batches = _batches_for(config)
+    gauss_newton, _ = trpo_update(exp.learner, state, batches)
+    exact_learner = learner_module.MetaLearner(dataclasses.replace(config, trpo_curvature="exact"),
+                                               exp.env.spec.obs_dim, exp.env.spec.act_dim)
+
+    def not_called(*args, **kwargs):
+        raise AssertionError("the Gauss-Newton product was used with trpo_curvature=exact")
+
+    monkeypatch.setattr(exact_learner, "outer_kl_curvature", not_called)
+    exact, _ = trpo_update(exact_learner, state, batches)
+    step_gn = ravel_pytree(gauss_newton.meta_params)[0] - ravel_pytree(state.meta_params)[0]
+    step_exact = ravel_pytree(exact.meta_params)[0] - ravel_pytree(state.meta_params)[0]
+    assert np.linalg.norm(step_exact) > 0
+    assert np.linalg.norm(step_gn - step_exact) < 1e-2 * np.linalg.norm(step_exact)
+    with pytest.raises(ConfigError, match="unknown trpo curvature 'fisher'"):
+        build_config("maml-trpo", "PointCorners", overrides={"trpo_curvature": "fisher"})

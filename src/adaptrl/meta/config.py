@@ -52,6 +52,7 @@ START_STATES = ("reset", "buffer")
 POLICY_VALIDATIONS = ("none", "ensemble", "one_model", "model_mean", "real_oracle")
 REAL_DATA_POLICIES = ("adapted", "pre_update")
 EXPLORATION_NOISES = ("none", "episode", "step")
+TRPO_CURVATURES = ("gauss_newton", "exact")
 
 
 def _model(default: Any) -> Any:
@@ -115,6 +116,7 @@ class TrainConfig:
     cg_damping: float = 0.0
     backtrack_ratio: float = 0.8
     max_backtracks: int = 15
+    trpo_curvature: str = "gauss_newton"
     # control variates (TMAML, Liu et al. 2019, §4.2, Alg. 1–2, Eq. 7 and 11)
     control_variate: str = "none"
     cv_formula: str = "corrected"
@@ -239,6 +241,10 @@ FIELD_HELP: dict[str, str] = {
     "cg_damping": "TRPO damping λ: CG solves (F + λI)x = g",
     "backtrack_ratio": "TRPO line-search shrink factor",
     "max_backtracks": "TRPO line-search tries",
+    "trpo_curvature": "the KL Hessian-vector product of the TRPO step through adaptation: gauss_newton "
+                      "(J_Uᵀ H J_U: a jvp and a vjp of the adaptation U; equal to the exact Hessian at "
+                      "the sampling parameters) or exact (forward-over-reverse of the whole KL, third "
+                      "derivatives of the inner objective)",
     "control_variate": "TMAML control variate added to DiCE: none, meta (Alg. 1) or task (Eq. 11, "
                        "action-dependent)",
     "cv_formula": "control-variate surrogate: corrected (unbiased, docs/algorithms.md) or paper "
@@ -381,7 +387,7 @@ def validate(config: TrainConfig) -> TrainConfig:
                "optimizer": OUTER_OPTIMIZERS.names(), "baseline": tuple(processing.BASELINES),
                "loss_reduction": LOSS_REDUCTIONS, "control_variate": CONTROL_VARIATE_KINDS,
                "cv_formula": tuple(estimators.CONTROL_VARIATES), "policy": POLICIES.names(),
-               "cv_optimizer": tuple(CV_OPTIMIZERS)}
+               "cv_optimizer": tuple(CV_OPTIMIZERS), "trpo_curvature": TRPO_CURVATURES}
     for name, valid in choices.items():
         value = getattr(config, name)
         if value not in valid:

@@ -102,14 +102,17 @@ def trpo_update(learner: MetaLearner, state: LearnerState, batches: StepBatch):
 
     With adaptation the KL's Hessian is applied in its Gauss-Newton form J_Uᵀ H J_U
     (:meth:`MetaLearner.outer_kl_curvature`), which equals the exact Hessian at the sampling
-    parameters and needs no third derivatives of the inner objective."""
+    parameters and needs no third derivatives of the inner objective; ``trpo_curvature=exact``
+    differentiates the whole KL twice instead (forward-over-reverse). The line search evaluates
+    the loss and the KL of a candidate from one adaptation (``loss_and_kl``)."""
     config = learner.config
 
     def loss_and_kl(meta_params):
         terms = learner.terms(meta_params, batches)
         return -terms.objective, terms.outer_kl
 
-    curvature = learner.outer_kl_curvature(state.meta_params, batches) if config.inner_steps else None
+    gauss_newton = config.inner_steps and config.trpo_curvature == "gauss_newton"
+    curvature = learner.outer_kl_curvature(state.meta_params, batches) if gauss_newton else None
     meta_params, info = trpo_step(
         lambda p: loss_and_kl(p)[0], lambda p: loss_and_kl(p)[1], state.meta_params,
         max_kl=config.max_kl, cg_iters=config.cg_iters, damping=config.cg_damping,
@@ -121,7 +124,8 @@ def trpo_update(learner: MetaLearner, state: LearnerState, batches: StepBatch):
 OUTER_OPTIMIZERS.register("adam", OuterOptimizer(_adam_init, adam_update),
                           "outer_steps Adam steps on −J + η·KL (VPG, ProMP)")
 OUTER_OPTIMIZERS.register("trpo", OuterOptimizer(lambda config, meta_params: (), trpo_update),
-                          "one TRPO step with exact KL Hessian-vector products through adaptation")
+                          "one TRPO step; KL Hessian-vector products through adaptation in Gauss-Newton "
+                          "form (trpo_curvature)")
 
 
 class MetaLearner:
