@@ -25,6 +25,7 @@ SPECS = {
     "PointMomentum": (4, 2, 0.1, 200, True),
     "Point1D": (1, 1, 2.0, 5, False),
     "Point1DRandGoal": (1, 1, 2.0, 5, False),
+    "Point2DNavigation": (2, 2, 0.1, 100, False),
 }
 
 
@@ -247,6 +248,30 @@ def test_point1d_rand_goal_tasks(make_env):
     g = make_env("Point1DRandGoal").sample_tasks(2000, seed=0)["goal"]
     assert g.min() >= -1.0 and g.max() <= 1.0
     assert g.min() < -0.98 and g.max() > 0.98 and abs(g.mean()) < 0.05
+
+
+def test_point2d_navigation_is_mamls_task(make_env):
+    """Point2DNavigation (MAML §5.3): start at the origin, s' = s + clip(a, ±0.1), reward −‖s' − g‖,
+    goals uniform on [−0.5, 0.5]², 100 steps, no termination."""
+    env = make_env("Point2DNavigation")
+    goals = env.sample_tasks(4000, seed=0)["goal"]
+    assert goals.shape == (4000, 2) and goals.min() >= -0.5 and goals.max() <= 0.5
+    assert goals.min() < -0.49 and goals.max() > 0.49 and np.abs(goals.mean(0)).max() < 0.02
+    tasks = {"goal": np.array([[0.3, -0.2]])}
+    obs = env.reset(tasks, 1, seed=0).reshape(-1, 2)
+    np.testing.assert_array_equal(obs, [[0.0, 0.0]])
+    actions = [[0.05, -0.3], [0.5, 0.02], [-0.04, 0.1]]
+    state, expected_obs, expected_rewards = np.zeros(2), [], []
+    for a in actions:
+        state = state + np.clip(a, -0.1, 0.1)
+        expected_obs.append(state.copy())
+        expected_rewards.append(-np.linalg.norm(state - tasks["goal"][0]))
+    for a, want_obs, want_reward in zip(actions, expected_obs, expected_rewards, strict=True):
+        obs, reward, terminated, _ = env.step(np.asarray(a, dtype=np.float32).reshape(1, 1, 2))
+        np.testing.assert_allclose(obs.reshape(2), f32(want_obs), atol=1e-6)
+        np.testing.assert_allclose(float(np.asarray(reward).ravel()[0]), want_reward, atol=1e-6)
+        assert not np.asarray(terminated).any()
+    assert env.spec.horizon == 100
 
 
 @pytest.mark.parametrize("name", DEVICE_NAMES)

@@ -281,6 +281,10 @@ def test_presets_match_promp_table_1():
     assert (hopper.inner_lr, hopper.outer_steps, hopper.adaptive_kl, hopper.horizon) == (0.05, 3, True, 200)
     assert build_config("maml-trpo", "HopperRandParams", preset="paper").outer_steps == 1
     assert build_config("promp", "WalkerFwdBack", preset="paper").env == "Walker2DRandDirec"
+    nav = build_config("maml-trpo", "Point2DNavigation", preset="paper")  # MAML §5.3's own setting
+    assert (nav.tasks_per_iter, nav.rollouts_per_task, nav.inner_steps, nav.inner_lr) == (20, 20, 1, 0.1)
+    assert (nav.horizon, nav.hidden_sizes, nav.max_kl) == (100, (100, 100), 0.01)
+    assert build_config("maml-trpo", "PointCorners", preset="paper").inner_steps == 3  # ProMP's elsewhere
 
 
 @pytest.mark.parametrize("learn_inner_lr", [False, True])

@@ -25,6 +25,10 @@ docs/environments.md, "Point and 1-D families"):
   actions not normalised.
 * ``Point1DRandGoal`` (TMAML §5.3): as ``Point1D`` with goal ~ U(−1, 1). TMAML does not state
   reward or horizon; we use Point1D's (documented choice, docs/environments.md).
+* ``Point2DNavigation`` (MAML, Finn et al. 2017 §5.3; the original MAML code's
+  ``PointEnvRandGoal``, learn2learn's ``Particles2D``): s ∈ R², s₀ = 0, s' = s + clip(a, ±0.1),
+  reward −‖s' − g‖, goal g ~ U[−0.5, 0.5]², horizon 100, actions not normalised; never terminates
+  (the original ends the episode within 0.01 of the goal; docs/environments.md).
 
 Single-task environment (:data:`SINGLE_TASK_FAMILIES`; docs/environments.md, "Single-task
 environments for model-based RL"):
@@ -187,6 +191,21 @@ _add(DeviceFamily(
     normalize_actions=False,
     paper="TMAML §5.3 / Fig. 4 (gradient accuracy)",
     deviations=("reward exp(−0.1(s'−g)²) and horizon 5 chosen (TMAML does not state them)",),
+))
+
+_add(DeviceFamily(
+    name="Point2DNavigation", obs_dim=2, act_dim=2, action_bound=0.1, horizon=100,
+    init=lambda key, task: jnp.zeros(2),
+    dynamics=lambda obs, a: obs + a,
+    reward=lambda obs, action, next_obs, task: -jnp.linalg.norm(next_obs - task["goal"], axis=-1),
+    sample_task_fn=lambda rng, n, options: {"goal": rng.uniform(-0.5, 0.5, size=(n, 2))},
+    task_keys=("goal",), task_description="goal ~ U[−0.5, 0.5]²",
+    normalize_actions=False,
+    paper="MAML (Finn et al. 2017) §5.3, 2-D navigation; learn2learn's Particles2D",
+    deviations=("no termination within 0.01 of the goal (the original code's `done`): a policy at the "
+                "goal keeps earning ≈ 0 (at least −0.014 per step) instead of ending the episode",
+                "reward −‖s' − g‖ as the original code computes it; the paper's text says the "
+                "negative squared distance"),
 ))
 
 
