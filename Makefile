@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# JAX's compilation cache of make's commands and tests; a plain `adaptrl` command outside make uses
+# $XDG_CACHE_HOME/adaptrl/jax, and this variable whenever it is set (README, "Requirements").
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 
 .PHONY: install demo test test-slow lint bench clean

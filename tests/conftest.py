@@ -1,7 +1,14 @@
-"""Shared fixtures: environments that close themselves, and the interrupted-and-resumed run."""
+"""Shared fixtures: environments that close themselves, and the interrupted-and-resumed run.
+
+The tests call ``adaptrl.cli.main`` in this process; it would point JAX's compilation cache at the
+user's cache folder for the rest of the session, so the tests opt out
+(``ADAPTRL_NO_COMPILATION_CACHE``) unless told otherwise. ``make test`` still caches in
+``.jax_cache`` (its ``JAX_COMPILATION_CACHE_DIR``, which JAX reads itself).
+"""
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import gymnasium
@@ -9,6 +16,8 @@ import pytest
 
 import adaptrl  # noqa: F401  (registers the Gymnasium ids)
 from adaptrl.envs import make
+
+os.environ.setdefault("ADAPTRL_NO_COMPILATION_CACHE", "1")
 
 
 def gym_make(name, **kwargs):

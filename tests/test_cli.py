@@ -47,7 +47,13 @@ def test_bench_sampler_json(capsys, env):
     # simulator shares of that duration fit in it
     batch_s = result["sampler_seconds_per_batch"]
     assert result["sampler_steps_per_s"] == pytest.approx(steps / batch_s, rel=1e-9)
-    assert 0 <= result["sampler_policy_seconds"] + result["sampler_env_seconds"] <= batch_s
+    if env == "PointCorners":  # policy and dynamics fused in one scan: no split, and it says so
+        assert result["sampler_policy_seconds"] is None and result["sampler_env_seconds"] is None
+        assert len(result["notes"]) == 1 and "fused" in result["notes"][0]
+    else:
+        assert result["notes"] == []
+        assert result["sampler_policy_seconds"] > 0 and result["sampler_env_seconds"] > 0
+        assert result["sampler_policy_seconds"] + result["sampler_env_seconds"] <= batch_s
     # both the timed batch and the raw reference (same batch size) ran inside this call
     assert 0 < batch_s < elapsed
     assert math.isfinite(result["raw_steps_per_s"]) and result["raw_steps_per_s"] > steps / elapsed
@@ -71,6 +77,7 @@ def test_bench_sampler_prints_the_ratio_of_its_rates(capsys, monkeypatch):
     rounding = 5e-4 + sampler / raw * (0.5 / sampler + 0.5 / raw)
     assert abs(ratio - sampler / raw) <= rounding
     assert "PointCorners" in out and "2 tasks × 3 rollouts × 10 steps (6 envs" in out
+    assert "s per batch: policy and simulator fused in one jitted scan)" in out
 
 
 def test_sample_writes_csv_and_png(tmp_path, capsys, monkeypatch):
@@ -133,6 +140,131 @@ def test_help_of_every_verb(capsys):
             main([*verb.split(), "--help"])
         assert exit_info.value.code == 0
         assert capsys.readouterr().out.startswith(f"usage: adaptrl {verb} ")
+
+
+def all_parsers(parser, prog="adaptrl"):
+    """``(prog, parser)`` for ``parser`` and every sub-command parser below it."""
+    import argparse
+
+    yield prog, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from all_parsers(sub, f"{prog} {name}")
+
+
+def test_every_positional_argument_has_help():
+    from adaptrl.cli import build_parser
+
+    positionals = [(prog, action.metavar or action.dest, action.help)
+                   for prog, parser in all_parsers(build_parser())
+                   for action in parser._actions if not action.option_strings]
+    assert {prog for prog, _, _ in positionals} >= {"adaptrl", "adaptrl eval", "adaptrl plot",
+                                                    "adaptrl train", "adaptrl bench", "adaptrl reproduce"}
+    for prog, name, text in positionals:
+        assert text and text.strip(), f"{prog}: {name} has no help"
+
+
+@pytest.mark.parametrize(("verb", "shown"), [("plot", "(default: plot.png)"),
+                                             ("sample", "(default: demo-output)")])
+def test_help_shows_the_default_output(capsys, monkeypatch, verb, shown):
+    monkeypatch.setenv("COLUMNS", "300")  # one line per option
+    with pytest.raises(SystemExit):
+        main([verb, "--help"])
+    out_line = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("--out"))
+    assert out_line.endswith(shown)
+
+
+def test_train_help_names_the_paper_sources_of_every_family_of_algorithms(capsys, monkeypatch):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = "".join(capsys.readouterr().out.split())  # without spaces: argparse's line breaks undone
+    preset = text.rsplit("--preset{default,paper}", 1)[1].split("--seedSEED", 1)[0]  # not the usage line
+    for source in ("ProMP App. D", "TMAML App. E Table 1", "§5.5.2/App. B (mb-mpc)",
+                   "params-<env>.json, thesis App. A (me-trpo)", "App. B (mb-mpo, mb-promp)",
+                   "(trpo, ppo, vpg)"):
+        assert "".join(source.split()) in preset, source
+
+
+def test_paper_preset_without_paper_settings_is_one_clear_error(capsys, tmp_path):
+    """The ProMP paper ran its algorithms on no single-task environment: --preset paper there is an
+    error naming what it covers, not the default preset under another name."""
+    out = tmp_path / "run"
+    assert main(["train", "promp", "--env", "Point2D", "--preset", "paper", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: promp has no paper settings for Point2D (its --preset paper covers ")
+    assert "HalfCheetahRandDirec" in err and "PointCorners" in err and "--preset default" in err
+    assert err.count("\n") == 1 and not out.exists()
+
+
+def test_envs_table_keeps_every_name_whole_at_80_columns(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["envs"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    cells = {cell.strip() for line in out.splitlines() for cell in line.split("│")}
+    for name in [*family_names(), *(f"({alias})" for alias in ALIASES)]:
+        assert name in cells, name
+
+
+@pytest.fixture
+def jax_cache_config():
+    """Restores JAX's compilation-cache options after the test."""
+    import jax
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    saved = {name: getattr(jax.config, name) for name in names}
+    yield jax.config
+    for name, value in saved.items():
+        jax.config.update(name, value)
+
+
+def test_cli_turns_on_the_compilation_cache_in_the_user_cache_folder(tmp_path, monkeypatch,
+                                                                      jax_cache_config):
+    for variable in ("ADAPTRL_NO_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR",
+                     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    jax_cache_config.update("jax_compilation_cache_dir", None)
+    jax_cache_config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    assert main(["envs", "--json"]) == 0
+    folder = str(tmp_path / "xdg" / "adaptrl" / "jax")
+    assert jax_cache_config.jax_compilation_cache_dir == folder
+    assert jax_cache_config.jax_persistent_cache_min_compile_time_secs == 1.0
+    import os
+
+    assert os.environ["JAX_COMPILATION_CACHE_DIR"] == folder  # what child processes inherit
+
+
+def test_compilation_cache_respects_the_user_folder_and_the_opt_out(tmp_path, monkeypatch, jax_cache_config):
+    from adaptrl.cli import configure_compilation_cache
+
+    jax_cache_config.update("jax_compilation_cache_dir", None)
+    mine = str(tmp_path / "mine")
+    environ = {"JAX_COMPILATION_CACHE_DIR": mine, "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "5"}
+    jax_cache_config.update("jax_persistent_cache_min_compile_time_secs", 5.0)
+    assert configure_compilation_cache(environ) == mine
+    assert jax_cache_config.jax_compilation_cache_dir == mine
+    assert jax_cache_config.jax_persistent_cache_min_compile_time_secs == 5.0  # the user's, kept
+    jax_cache_config.update("jax_compilation_cache_dir", None)
+    assert configure_compilation_cache({"ADAPTRL_NO_COMPILATION_CACHE": "1"}) is None
+    assert jax_cache_config.jax_compilation_cache_dir is None
+
+
+def test_importing_adaptrl_leaves_the_jax_configuration_alone(tmp_path):
+    """Only the command configures the cache; a library user's process is untouched."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("JAX_COMPILATION_CACHE_DIR", "ADAPTRL_NO_COMPILATION_CACHE")}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    code = ("import adaptrl, adaptrl.cli, adaptrl.experiment.trainer, jax; "
+            "print(jax.config.jax_compilation_cache_dir)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "None"
 
 
 def test_train_help_lists_every_registered_part(capsys):

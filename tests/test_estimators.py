@@ -643,3 +643,101 @@ def test_emaml_pre_term_gives_exact_formulation_ii_gradient():
     close(with_pre, exact)
     far(post_only, exact)  # ∇J_post alone (PGT inner step, no pre-update term) is a different gradient
     far(mean_pre, exact)  # a mean over the N pre-update trajectories is biased
+
+
+# ---------------------------------------------------------------------------------------------
+# Shape checks: wrongly shaped inputs are one clear error, not a silent broadcast.
+# ---------------------------------------------------------------------------------------------
+
+N, T, A = 4, 6, 2
+FULL = np.ones((N, T))
+
+
+def shape_cases():
+    """``(function, call, argument, wrong shape)``: ``call(**{argument: array of that shape})``
+    with every other argument well shaped ([N, T], baselines per coordinate [N, T, A])."""
+    good = {"logp": FULL, "rewards": FULL, "mask": FULL, "baseline": FULL, "advantages": FULL,
+            "logp_old": FULL}
+    reward_forms = [(name, lambda f=f, **a: f(a["logp"], a["rewards"], a["mask"], baseline=a["baseline"]),
+                     ("logp", "rewards", "mask", "baseline")) for name, f in REWARD_ESTIMATORS.items()]
+    forms = [
+        *reward_forms,
+        ("pgt_from_advantages", lambda **a: est.pgt_from_advantages(a["logp"], a["advantages"], a["mask"]),
+         ("logp", "advantages", "mask")),
+        ("lvc_from_advantages", lambda **a: est.lvc_from_advantages(a["logp"], a["advantages"], a["mask"]),
+         ("logp", "advantages", "mask")),
+        ("likelihood_ratio", lambda **a: est.likelihood_ratio(a["logp"], a["logp_old"], a["advantages"],
+                                                              a["mask"]), ("logp_old", "advantages", "mask")),
+        ("clipped_ratio", lambda **a: est.clipped_ratio(a["logp"], a["logp_old"], a["advantages"], a["mask"],
+                                                        clip_eps=0.2), ("logp_old", "advantages", "mask")),
+        ("reward_to_go", lambda **a: est.reward_to_go(a["rewards"], a["mask"]), ("mask",)),
+        ("dice_baseline_term", lambda **a: est.dice_baseline_term(a["logp"], a["baseline"], a["mask"]),
+         ("mask", "baseline")),
+        ("tmaml_cv", lambda **a: est.tmaml_cv(a["logp"], a["baseline"], a["mask"]), ("mask", "baseline")),
+        ("tmaml_cv_paper", lambda **a: est.tmaml_cv_paper(a["logp"], a["baseline"], a["mask"]),
+         ("mask", "baseline")),
+        ("emaml_pre_term", lambda **a: est.emaml_pre_term(a["logp"], a["mask"], 1.0), ("mask",)),
+    ]
+    for name, call, arguments in forms:
+        for argument in arguments:
+            for wrong in ((T,), (1, T), (N, T + 1)):  # logp[0]; one row; another horizon
+                yield pytest.param(name, call, good, argument, wrong, id=f"{name}-{argument}-{wrong}")
+
+
+@pytest.mark.parametrize(("name", "call", "good", "argument", "wrong"), list(shape_cases()))
+def test_wrongly_shaped_argument_is_one_clear_error(name, call, good, argument, wrong):
+    import re
+
+    from adaptrl.errors import ConfigError
+
+    value = call(**good)  # well shaped: a finite scalar (reward_to_go: Ψ, [N, T])
+    assert np.shape(value) == ((N, T) if name == "reward_to_go" else ()) and np.all(np.isfinite(value))
+    expected = f"{name}: {argument} has shape {wrong}, expected {(N, T)} (the shape of "
+    with pytest.raises(ConfigError, match=re.escape(expected)) as error:
+        call(**{**good, argument: np.ones(wrong)})
+    holders = str(error.value).split("the shape of ", 1)[1].split(")", 1)[0]
+    assert argument not in re.split(r", | and ", holders) and holders  # the others, named as expected
+
+
+def test_shape_check_runs_at_trace_time_under_jit():
+    """The check reads static shapes: it raises while tracing and compiles away."""
+    from adaptrl.errors import ConfigError
+
+    dice = jax.jit(lambda logp, rewards, mask: est.dice(logp, rewards, mask, gamma=0.9))
+    assert np.isfinite(dice(FULL, FULL, FULL))
+    with pytest.raises(ConfigError, match=r"dice: mask has shape \(6,\), expected \(4, 6\)"):
+        dice(FULL, FULL, FULL[0])
+    text = jax.jit(lambda logp: est.pgt(logp, FULL, FULL)).lower(FULL).as_text()
+    assert "ConfigError" not in text and "callback" not in text  # nothing of the check is left at run time
+
+
+def test_action_dependent_baseline_shapes_are_checked():
+    from adaptrl.errors import ConfigError
+
+    coordinate_logp = np.zeros((N, T, A))
+    for f in (est.dice_baseline_term, est.tmaml_cv, est.tmaml_cv_paper):
+        assert np.isfinite(f(FULL, np.ones((N, T, A)), FULL, coordinate_logp=coordinate_logp))
+        with pytest.raises(ConfigError, match=r"baseline has shape \(4, 6\), expected \(4, 6, 2\) "
+                                              r"\(the shape of coordinate_logp\)"):
+            f(FULL, FULL, FULL, coordinate_logp=coordinate_logp)
+        with pytest.raises(ConfigError,
+                           match=r"coordinate_logp has shape \(6, 2\), expected \(4, 6\) \+ \(A,\)"):
+            f(FULL, np.ones((T, A)), FULL, coordinate_logp=coordinate_logp[0])
+
+
+def test_emaml_post_return_must_broadcast_to_one_value_per_trajectory():
+    from adaptrl.errors import ConfigError
+
+    logp, mask = np.zeros((3, N, T)), np.ones((3, N, T))
+    for post_return in (1.0, np.ones((3, 1)), np.ones((3, N))):  # scalar, per task, per trajectory
+        assert np.isfinite(est.emaml_pre_term(logp, mask, post_return))
+    with pytest.raises(ConfigError, match=r"post_return has shape \(3, 4, 6\), expected a scalar or a shape "
+                                          r"that broadcasts to \(3, 4\)"):
+        est.emaml_pre_term(logp, mask, np.ones((3, N, T)))
+
+
+def test_scalar_logp_is_an_error():
+    from adaptrl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"lvc: logp has shape \(\), expected \[N, T\]"):
+        est.lvc(0.0, 1.0, 1.0)

@@ -515,21 +515,23 @@ def test_real_step_budget_experiment(monkeypatch, tmp_path, capsys):
     assert rows["Point1D", "mpc"]["return_mean"] == pytest.approx(30.5)
     assert rows["Point1D", "mpc"]["return_std"] == pytest.approx(0.5)
     assert rows["Point1D", "trpo"]["return_mean"] == pytest.approx(9.5)
-    # Point2D's stated target 25: mpc's seed mean 10·i + 0.5 first ≥ 25 at i = 3 (330 steps), mpo never
-    # (5·3 + 0.5); trpo never (9.5)
-    assert (rows["Point2D", "mpc"]["target"], rows["Point2D", "mpc"]["target_from"]) == (25.0, "stated")
-    assert rows["Point2D", "mpc"]["steps_to_target"] == 330
+    # Point2D's stated target 25: mpc's seed mean 10·i + 0.5 first ≥ 25 at i = 3 (330 steps), mpo
+    # (5·3 + 0.5) and trpo (9.5) never; Point1D has no stated target
+    assert rows["Point2D", "mpc"]["target"] == 25.0 and rows["Point2D", "mpc"]["steps_to_target"] == 330
     assert math.isnan(rows["Point2D", "mpo"]["steps_to_target"])
-    assert math.isnan(rows["Point2D", "mpc"]["steps_vs_yardstick"])
-    # Point1D: target = trpo's final 9.5; mpc reaches it at i = 1 (150 steps), mpo at i = 2 (240),
-    # trpo at its last row i = 9 (600 steps)
-    assert rows["Point1D", "mpc"]["target"] == pytest.approx(9.5)
-    assert rows["Point1D", "mpc"]["target_from"] == "final trpo"
-    assert [rows["Point1D", label]["steps_to_target"] for label in ("mpc", "mpo", "trpo")] == [150, 240, 600]
-    assert rows["Point1D", "mpc"]["steps_vs_yardstick"] == pytest.approx(150 / 600)
+    assert math.isnan(rows["Point1D", "mpc"]["target"])
+    assert math.isnan(rows["Point1D", "mpc"]["steps_to_target"])
+    # the yardstick's final return 9.5 (both envs): mpc reaches it at i = 1 (150 steps), mpo at
+    # i = 2 (240), trpo itself at its last row i = 9 (600 steps); mpc needs 1/4 of TRPO's data
+    for env in ("Point2D", "Point1D"):
+        assert rows[env, "mpc"]["yardstick_return"] == pytest.approx(9.5)
+        assert [rows[env, label]["steps_to_yardstick_return"] for label in ("mpc", "mpo", "trpo")] == [
+            150, 240, 600]
+        assert rows[env, "mpc"]["data_vs_yardstick"] == pytest.approx(150 / 600)
+        assert rows[env, "trpo"]["data_vs_yardstick"] == pytest.approx(1.0)
     written = read_summary_rows(tmp_path / "tiny-mb" / "summary.csv")
     assert [(row["env"], row["label"]) for row in written] == list(rows)
-    assert float(written[3]["steps_to_target"]) == 150
+    assert float(written[3]["steps_to_yardstick_return"]) == 150
     commands = (tmp_path / "tiny-mb" / "commands.txt").read_text()
     assert "300 real steps (trpo 600) at full scale; iterations: mpc 4, mpo 4, trpo 10" in commands
     # the CLI: --envs restricts the plan, the table shows the environment and the steps to the target
@@ -539,7 +541,8 @@ def test_real_step_budget_experiment(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("COLUMNS", "200")
     out = cli(["tiny-mb", "--seeds", "2", "--out", str(tmp_path), "--plot-only"], capsys)
     assert "real return" in out and "pre-update" not in out
-    assert "Point1D" in out and "steps to target" in out and "not reached" in out
+    assert "Point1D" in out and "steps to target" in out and "not reached (25)" in out
+    assert "150 (≥ 10), 0.25×" in out
 
 
 def read_summary_rows(path):

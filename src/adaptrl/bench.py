@@ -9,6 +9,11 @@ matters: the cost of a MuJoCo step depends on the state (contacts), and uniform 
 make HalfCheetah's physics about 25% cheaper per step than the small actions of a fresh policy.
 Optionally it also times Gymnasium's own counterpart environment in a synchronous vector env
 (a Python loop over environments).
+
+The split of a sampler batch into policy and simulator time exists only for MuJoCo families,
+whose host loop calls them one after the other. A JAX family runs policy and dynamics fused in
+one jitted ``lax.scan``, where no such split exists: its ``sampler_policy_seconds`` and
+``sampler_env_seconds`` are ``None``, and ``notes`` says why.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ from adaptrl.envs.mujoco_families import FAMILIES as MUJOCO_FAMILIES
 from adaptrl.errors import ConfigError, require_positive_int
 from adaptrl.policies import init_params, make_policy, per_task
 from adaptrl.sampling import Sampler
+
+FUSED_NOTE = ("sampler_policy_seconds and sampler_env_seconds are null: policy and dynamics run fused "
+              "in one jitted lax.scan, so the batch time has no policy/simulator split")
+"""The ``notes`` entry of a JAX family's sampler benchmark."""
 
 GYMNASIUM_MAX_ENVS = 100
 """Envs in the Gymnasium comparison (its Python loop's rate per env-step does not depend on it)."""
@@ -165,6 +174,7 @@ def sampler_benchmark(env_name: str, tasks: int, rollouts: int, horizon: int, *,
     sampler_rate = statistics.median(rates)
 
     say("raw batched stepping")
+    fused = None if sampler.simulator is None else FUSED_NOTE
     if isinstance(env, HostVectorEnv):
         raw_rate = raw_mujoco_steps_per_s(env, task_batch, traj.actions, repeats, seed)
         raw_kind = "mujoco.rollout, one call over the horizon, replaying the sampler's actions"
@@ -181,12 +191,13 @@ def sampler_benchmark(env_name: str, tasks: int, rollouts: int, horizon: int, *,
         "repeats": repeats,
         "env_steps_per_batch": int(statistics.median(steps)),
         "sampler_seconds_per_batch": statistics.median(seconds),
-        "sampler_policy_seconds": statistics.median(policy_s),
-        "sampler_env_seconds": statistics.median(env_s),
+        "sampler_policy_seconds": statistics.median(policy_s) if fused is None else None,
+        "sampler_env_seconds": statistics.median(env_s) if fused is None else None,
         "sampler_steps_per_s": sampler_rate,
         "raw_steps_per_s": raw_rate,
         "raw_reference": raw_kind,
         "ratio": sampler_rate / raw_rate,
+        "notes": [] if fused is None else [fused],
     }
     if gymnasium_steps:
         say("Gymnasium SyncVectorEnv")

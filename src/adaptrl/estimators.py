@@ -27,6 +27,10 @@ Conventions:
   per-trajectory sum. Multiply by :func:`per_step_scale` to get a mean over real time steps
   instead (the original code's loss normalisation). The exception is :func:`emaml_pre_term`,
   which sums over the N pre-update trajectories (ProMP App. A.2 Eq. 27, 35).
+* Shapes are checked when a function is called or traced (static shapes, no cost under ``jit``):
+  the per-step arrays of one call (``logp``, ``rewards``, ``mask``, ``baseline``, ``advantages``,
+  ``logp_old``) must have one shape — no broadcasting, so ``logp[0]`` against an ``[N, T]`` mask
+  raises a :class:`~adaptrl.errors.ConfigError` naming the argument, its shape and the expected one.
 * Baselines ``baseline`` are ``[N, T]`` arrays in the units of Ψ_t (an estimate of
   Σ_{t'≥t} γ^{t'} r_{t'} from s_t, i.e. *including* the γ^t factor) and are treated as constants
   (⊥). They must not depend on a_t (TMAML §4.2, Thm. 1).
@@ -54,8 +58,11 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
+
+from adaptrl.errors import ConfigError
 
 __all__ = [
     "clipped_ratio",
@@ -76,6 +83,51 @@ __all__ = [
 ]
 
 _sg = jax.lax.stop_gradient
+
+
+def _require_shape(function: str, name: str, value: ArrayLike, expected: tuple[int, ...], why: str) -> None:
+    """Raise a :class:`ConfigError` unless ``value`` has shape ``expected`` (``why``: whose it is)."""
+    shape = np.shape(value)
+    if shape != expected:
+        raise ConfigError(f"{function}: {name} has shape {shape}, expected {expected} ({why}); per-step "
+                          "arrays must have one shape, none is broadcast.")
+
+
+def _check_shapes(function: str, reference: str, arrays: dict[str, ArrayLike | None]) -> tuple[int, ...]:
+    """Raise a :class:`ConfigError` unless the given arrays of ``arrays`` (None: not given) have one
+    shape, with a time axis; returns it. The expected shape is the one most of them have (on a
+    tie, ``reference``'s, then the first's), so the message names the odd one out.
+
+    Shapes are static, so under ``jit`` this runs once, at trace time, and costs nothing after."""
+    shapes = {name: np.shape(value) for name, value in arrays.items() if value is not None}
+    order = [reference, *(name for name in shapes if name != reference)]
+    votes = [list(shapes.values()).count(shapes[name]) for name in order]
+    expected = shapes[order[votes.index(max(votes))]]
+    for name in order:
+        if shapes[name] != expected:
+            holders = [other for other in order if shapes[other] == expected]
+            holders = " and ".join([", ".join(holders[:-1]), holders[-1]] if len(holders) > 1 else holders)
+            raise ConfigError(f"{function}: {name} has shape {shapes[name]}, expected {expected} (the "
+                              f"shape of {holders}); per-step arrays must have one shape, none is "
+                              "broadcast.")
+    if not expected:
+        raise ConfigError(f"{function}: {reference} has shape (), expected [N, T] (or [..., T]) per-step "
+                          "values.")
+    return expected
+
+
+def _check_baseline(function: str, logp_shape: tuple[int, ...], baseline: ArrayLike,
+                    coordinate_logp: ArrayLike | None) -> None:
+    """The baseline has ``logp``'s shape, or, in the action-dependent form, the shape
+    ``[..., T, A]`` of ``coordinate_logp``, whose leading axes are ``logp``'s."""
+    if coordinate_logp is None:
+        _require_shape(function, "baseline", baseline, logp_shape, "the shape of logp")
+        return
+    coord_shape = np.shape(coordinate_logp)
+    if coord_shape[:-1] != logp_shape:
+        raise ConfigError(f"{function}: coordinate_logp has shape {coord_shape}, expected "
+                          f"{logp_shape} + (A,): logp's shape, then one entry per action coordinate.")
+    _require_shape(function, "baseline", baseline, coord_shape, "the shape of coordinate_logp")
 
 
 def _masked(x: ArrayLike, mask: ArrayLike) -> Array:
@@ -123,6 +175,7 @@ def reward_to_go(rewards: ArrayLike, mask: ArrayLike, *, gamma: float | ArrayLik
     discounted_returns(r, mask, γ)``, and with γ = 1 (rewards already discount-folded, e.g. the
     DiCE rewards γ^t r_t − b(t)) the two coincide (tests/test_processing.py).
     """
+    _check_shapes("reward_to_go", "rewards", {"rewards": rewards, "mask": mask})
     rewards = jnp.asarray(rewards)
     dtype = jnp.result_type(rewards, float)
     r = _masked(rewards, mask) * discount_weights(rewards.shape[-1], gamma, dtype)
@@ -145,6 +198,7 @@ def pgt_from_advantages(logp: ArrayLike, advantages: ArrayLike, mask: ArrayLike)
     and are constants (⊥). With A_t = Ψ_t − b(s_t) this is :func:`pgt` (ProMP App. B.1
     Eq. 41–42, App. B.3). Expected Hessian: H2 only when A = Ψ (see :func:`pgt`).
     """
+    _check_shapes("pgt_from_advantages", "logp", {"logp": logp, "advantages": advantages, "mask": mask})
     return _mean_of_sums(_masked(logp, mask) * _sg(_masked(advantages, mask)))
 
 
@@ -154,6 +208,7 @@ def lvc_from_advantages(logp: ArrayLike, advantages: ArrayLike, mask: ArrayLike)
     Advantages are constants (⊥). With A_t = Ψ_t − b(s_t) this is :func:`lvc` (ProMP §5
     Eq. 9–10, App. B.4 Eq. 82–101). Expected Hessian: H1 + H2 (see :func:`lvc`).
     """
+    _check_shapes("lvc_from_advantages", "logp", {"logp": logp, "advantages": advantages, "mask": mask})
     return _mean_of_sums(magic_box(_masked(logp, mask)) * _sg(_masked(advantages, mask)))
 
 
@@ -172,6 +227,7 @@ def pgt(logp: ArrayLike, rewards: ArrayLike, mask: ArrayLike, *, gamma: float | 
       E[∇² pgt] = H2 − Σ_t E[b(s_t) E_a[∇²l_t]] = **H2 + Σ_t E[b(s_t) F(s_t)]**.
       The first order is unaffected.
     """
+    _check_shapes("pgt", "logp", {"logp": logp, "rewards": rewards, "mask": mask, "baseline": baseline})
     return pgt_from_advantages(logp, _advantages(rewards, mask, gamma, baseline), mask)
 
 
@@ -192,6 +248,7 @@ def dice(logp: ArrayLike, rewards: ArrayLike, mask: ArrayLike, *, gamma: float |
 
     The cumulative log-probability is taken over masked ``logp`` (padding contributes 0).
     """
+    _check_shapes("dice", "logp", {"logp": logp, "rewards": rewards, "mask": mask, "baseline": baseline})
     logp_m = _masked(logp, mask)
     rewards = jnp.asarray(rewards)
     r = _masked(rewards, mask) * discount_weights(rewards.shape[-1], gamma, jnp.result_type(rewards, float))
@@ -215,6 +272,7 @@ def lvc(logp: ArrayLike, rewards: ArrayLike, mask: ArrayLike, *, gamma: float | 
     * Expected Hessian (ProMP Eq. 10): **H1 + H2** (bias −(H12 + H12ᵀ)), also with a state
       baseline, since E_a[g gᵀ + ∇²l] = E_a[∇²π/π] = 0.
     """
+    _check_shapes("lvc", "logp", {"logp": logp, "rewards": rewards, "mask": mask, "baseline": baseline})
     return lvc_from_advantages(logp, _advantages(rewards, mask, gamma, baseline), mask)
 
 
@@ -229,6 +287,8 @@ def likelihood_ratio(logp: ArrayLike, logp_old: ArrayLike, advantages: ArrayLike
     :func:`lvc_from_advantages` with the same A — expected Hessian H1 + H2 when A = Ψ − b(s) —
     and away from θ_o it accounts for the shift of the pre-update action distribution.
     """
+    _check_shapes("likelihood_ratio", "logp",
+                  {"logp": logp, "logp_old": logp_old, "advantages": advantages, "mask": mask})
     ratio = jnp.exp(_masked(logp, mask) - _sg(_masked(logp_old, mask)))
     return _mean_of_sums(ratio * _sg(_masked(advantages, mask)))
 
@@ -245,6 +305,8 @@ def clipped_ratio(logp: ArrayLike, logp_old: ArrayLike, advantages: ArrayLike, m
     is LVC's (H1 + H2 in expectation, as :func:`likelihood_ratio`). ``clip_eps = inf`` gives
     exactly :func:`likelihood_ratio`.
     """
+    _check_shapes("clipped_ratio", "logp",
+                  {"logp": logp, "logp_old": logp_old, "advantages": advantages, "mask": mask})
     ratio = jnp.exp(_masked(logp, mask) - _sg(_masked(logp_old, mask)))
     adv = _sg(_masked(advantages, mask))
     clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
@@ -269,6 +331,14 @@ def emaml_pre_term(logp: ArrayLike, mask: ArrayLike, post_return: ArrayLike) -> 
     per task, shape ``[tasks, 1]``, for ``[tasks, N, T]`` inputs). The value of this term is
     meaningless; its gradient is the estimator.
     """
+    shape = _check_shapes("emaml_pre_term", "logp", {"logp": logp, "mask": mask})
+    try:
+        broadcast = np.broadcast_shapes(np.shape(post_return), shape[:-1])
+    except ValueError:
+        broadcast = None
+    if broadcast != shape[:-1]:
+        raise ConfigError(f"emaml_pre_term: post_return has shape {np.shape(post_return)}, expected a scalar "
+                          f"or a shape that broadcasts to {shape[:-1]} (logp's shape without its time axis).")
     per_trajectory = jnp.sum(_masked(logp, mask), axis=-1)
     return jnp.sum(per_trajectory * _sg(jnp.asarray(post_return)))
 
@@ -296,6 +366,8 @@ def dice_baseline_term(logp: ArrayLike, baseline: ArrayLike, mask: ArrayLike, *,
     Eq. 11). Unbiased as long as b^i does not depend on a^i_t (TMAML Thm. 1;
     tests/test_control_variates.py has a negative control).
     """
+    shape = _check_shapes("dice_baseline_term", "logp", {"logp": logp, "mask": mask})
+    _check_baseline("dice_baseline_term", shape, baseline, coordinate_logp)
     logp_m = _masked(logp, mask)
     return _mean_of_sums(_masked(_baseline_factor(logp_m, baseline, mask, coordinate_logp), mask))
 
@@ -321,6 +393,8 @@ def tmaml_cv(logp: ArrayLike, baseline: ArrayLike, mask: ArrayLike, *,
     Paper: TMAML §4.2 (corrects Eq. 7; see :func:`tmaml_cv_paper`), TMAML App. C–D. The expected
     Hessian 0 is checked by exact enumeration in tests/test_control_variates.py.
     """
+    shape = _check_shapes("tmaml_cv", "logp", {"logp": logp, "mask": mask})
+    _check_baseline("tmaml_cv", shape, baseline, coordinate_logp)
     logp_m = _masked(logp, mask)
     earlier = jnp.cumsum(logp_m, axis=-1) - logp_m  # Σ_{t'<t} l_{t'}
     factor = _baseline_factor(logp_m, baseline, mask, coordinate_logp)
@@ -338,6 +412,8 @@ def tmaml_cv_paper(logp: ArrayLike, baseline: ArrayLike, mask: ArrayLike, *,
     E[∇²J^TMAML] = 2·Σ_t E[b(s_t)·F(s_t)] ≠ 0 (F the Fisher matrix at s_t); and its sign adds +b
     where TMAML's Eq. 10 subtracts it. Shipped to reproduce the paper (``cv_formula=paper``).
     """
+    shape = _check_shapes("tmaml_cv_paper", "logp", {"logp": logp, "mask": mask})
+    _check_baseline("tmaml_cv_paper", shape, baseline, coordinate_logp)
     logp_m = _masked(logp, mask)
     upto = jnp.cumsum(logp_m, axis=-1)  # Σ_{t'≤t} l_{t'}
     factor = _baseline_factor(logp_m, baseline, mask, coordinate_logp)

@@ -13,7 +13,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     ``bench`` parser."""
     bench = subparsers.add_parser("bench", help="benchmarks", description="Benchmarks (ratios against "
                                   "a reference measured in the same process).")
-    benchmarks = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    benchmarks = bench.add_subparsers(
+        dest="bench", metavar="BENCH", required=True,
+        help="the benchmark to run (adaptrl bench BENCH --help for its options)")
     sampler = benchmarks.add_parser("sampler", help="sampler vs raw batched stepping", description=(
         "Collect full batches (TASKS x ROLLOUTS trajectories of HORIZON steps) with the default "
         "policy and report env-steps/s of the sampler and, in the same process on the same model "
@@ -126,9 +128,13 @@ def run(args: argparse.Namespace) -> None:
     out = Console()
     out.print(f"[bold]{result['env']}[/bold]: {result['tasks']} tasks × {result['rollouts']} rollouts "
               f"× {result['horizon']} steps ({result['batch_envs']} envs, {result['threads']} threads)")
+    if result["sampler_policy_seconds"] is None:
+        split = "policy and simulator fused in one jitted scan"
+    else:
+        split = (f"policy {result['sampler_policy_seconds']:.2f} s, simulator "
+                 f"{result['sampler_env_seconds']:.2f} s")
     out.print(f"  sampler (policy in the loop): {result['sampler_steps_per_s']:>10,.0f} env-steps/s "
-              f"({result['sampler_seconds_per_batch']:.2f} s per batch: policy "
-              f"{result['sampler_policy_seconds']:.2f} s, simulator {result['sampler_env_seconds']:.2f} s)")
+              f"({result['sampler_seconds_per_batch']:.2f} s per batch: {split})")
     out.print(f"  raw batched stepping:         {result['raw_steps_per_s']:>10,.0f} env-steps/s "
               f"({result['raw_reference']})")
     out.print(f"  ratio sampler / raw:          {result['ratio']:>10.3f}")

@@ -20,10 +20,29 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def family_table(rows: list[dict[str, Any]]) -> Any:
+    """The catalogue ``rows`` as a rich table that reads at 80 columns. Names never break: the
+    family column does not wrap (each alias on a line of its own, in parentheses); the last column,
+    the task distribution with the paper under it, gives way, wrapping at spaces."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="adaptrl task families  (make(NAME) · gymnasium.make('adaptrl/NAME-v0'))")
+    table.add_column("family", no_wrap=True)
+    for col in ("obs", "act", "horizon", "backend"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("task distribution · paper", overflow="fold")
+    for r in rows:
+        name = "\n".join([r["name"], *(f"({alias})" for alias in r["aliases"])])
+        tasks = Text.assemble(r["tasks"], ("\n" + r["paper"], "dim")) if r["paper"] else Text(r["tasks"])
+        table.add_row(Text(name), str(r["obs_dim"]), str(r["act_dim"]), str(r["horizon"]), r["backend"],
+                      tasks)
+    return table
+
+
 def run(args: argparse.Namespace) -> None:
     """Print the catalogue of task families."""
     from rich.console import Console
-    from rich.table import Table
 
     from adaptrl.envs.catalog import family_catalog
 
@@ -31,15 +50,8 @@ def run(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title="adaptrl task families  (make(NAME) · gymnasium.make('adaptrl/NAME-v0'))")
-    for col in ("family", "obs", "act", "horizon", "backend", "task distribution", "paper"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
-        table.add_row(name, str(r["obs_dim"]), str(r["act_dim"]), str(r["horizon"]), r["backend"],
-                      r["tasks"], r["paper"])
     console = Console()
-    console.print(table)
+    console.print(family_table(rows))
     if args.details:
         for r in rows:
             if r["deviations"]:

@@ -17,7 +17,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "RUN_DIR/eval_kK_tasksN_seedS.csv (with the iteration, tasks, rollouts and seed in every "
         "row). Single-task envs (trpo, ppo, vpg) and model-based runs: --tasks fresh episodes of the "
         "one task (MB-MPO: of θ, step 0, and of the policies adapted on the model, step 1)."))
-    parser.add_argument("run_dir")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by adaptrl train")
     parser.add_argument("--tasks", type=int, default=40, help="fresh tasks (default 40)")
     parser.add_argument("--adapt-steps", type=int, default=None,
                         help="adaptation steps (default: training K)")

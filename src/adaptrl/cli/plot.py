@@ -16,7 +16,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="run directories written by adaptrl train (each seed counted once)")
     parser.add_argument("--key", action="append", default=None, help="progress.csv column (repeatable)")
     parser.add_argument("--x", default="n_timesteps", help="x-axis column (default n_timesteps; or Itr)")
-    parser.add_argument("--out", default="plot.png", help="output image (.png, .svg or .pdf)")
+    parser.add_argument("--out", default="plot.png",
+                        help="output image, .png, .svg or .pdf (default: %(default)s)")
     parser.set_defaults(func=run)
     return parser
 

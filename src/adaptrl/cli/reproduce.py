@@ -115,6 +115,12 @@ def run(args: argparse.Namespace) -> None:
                            + " | ".join(f"{path}: {message}" for path, message in result.failed.items()))
 
 
+def _steps(steps: float, target: float) -> str:
+    if math.isnan(target):
+        return "–"
+    return f"{steps:.3g} (≥ {target:.0f})" if math.isfinite(steps) else f"not reached ({target:.0f})"
+
+
 def _mean_std(row: dict[str, Any], column: str) -> str:
     mean, std = row[f"{column}_mean"], row[f"{column}_std"]
     return "–" if math.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
@@ -128,12 +134,13 @@ def _print_summary(result: ReproduceResult) -> None:
     console = Console()
     if result.summary:
         several = len({row["env"] for row in result.summary}) > 1
-        efficiency = "steps_to_target" in result.summary[0]
+        stated = any(math.isfinite(row.get("target", math.nan)) for row in result.summary)
+        yardstick = any(math.isfinite(row.get("yardstick_return", math.nan)) for row in result.summary)
         table = Table(title=f"{result.name}: final iteration, mean ± std across seeds")
         meta = all(row["return_key"].startswith("Step_") for row in result.summary)
         returns = ["pre-update", "post-update"] if meta else ["real return"]
         columns = ["env"] * several + ["label", "seeds", "itr", "env steps", *returns] + \
-            ["steps to target"] * efficiency + ["wall-clock"]
+            ["steps to target"] * stated + ["steps to yardstick's final"] * yardstick + ["wall-clock"]
         for col in columns:
             table.add_column(col, justify="left" if col in ("env", "label") else "right")
         for row in result.summary:
@@ -142,10 +149,12 @@ def _print_summary(result: ReproduceResult) -> None:
                 f"{row['n_timesteps']:.3g}"]
             cells += [_mean_std(row, "pre_update"), _mean_std(row, "post_update")] if meta else \
                 [_mean_std(row, "return")]
-            if efficiency:
-                reached = math.isfinite(row["steps_to_target"])
-                cells.append(f"{row['steps_to_target']:.3g} (target {row['target']:.0f})" if reached
-                             else f"not reached ({row['target']:.0f})")
+            if stated:
+                cells.append(_steps(row["steps_to_target"], row["target"]))
+            if yardstick:
+                ratio = row["data_vs_yardstick"]
+                cells.append(_steps(row["steps_to_yardstick_return"], row["yardstick_return"])
+                             + (f", {ratio:.2g}×" if math.isfinite(ratio) else ""))
             table.add_row(*cells, f"{row['wall_clock_s']:.0f} s")
         console.print(table)
     for note in result.notes:

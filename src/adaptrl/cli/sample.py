@@ -17,7 +17,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--rollouts", type=int, default=10, help="trajectories per task (default 10)")
     parser.add_argument("--horizon", type=int, default=None, help="steps per trajectory (default: family's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of tasks, resets, noise and init")
-    parser.add_argument("--out", default="demo-output", help="folder for returns.csv and returns.png")
+    parser.add_argument("--out", default="demo-output",
+                        help="folder for returns.csv and returns.png (default: %(default)s)")
     parser.set_defaults(func=run)
     return parser
 

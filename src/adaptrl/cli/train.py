@@ -11,6 +11,7 @@ from adaptrl.errors import ConfigError
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``train`` to ``subparsers`` (an argparse subparsers object); returns its parser."""
     from adaptrl.algorithms import ALGORITHMS
+    from adaptrl.experiment.config import PAPER_PRESET_SOURCES
     from adaptrl.meta.config import FIELD_HELP, setting_group
     from adaptrl.meta.learner import OUTER_OPTIMIZERS
     from adaptrl.meta.surrogates import INNER_SURROGATES, OUTER_SURROGATES
@@ -42,8 +43,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("algo", nargs="?", help="algorithm preset (omit with --resume)")
     parser.add_argument("--env", help="task family (see `adaptrl envs`)")
     parser.add_argument("--preset", default="default", choices=("default", "paper"),
-                        help="paper: the algorithm's paper settings for the environment (ProMP App. D; "
-                             "TMAML App. E Table 1) on top of its recipe's values")
+                        help="paper: each algorithm's paper settings for the environment, on top of "
+                             f"its recipe's values: {PAPER_PRESET_SOURCES}. default: the recipe alone")
     parser.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     parser.add_argument("--iterations", type=int, default=None,
                         help="outer iterations (default: the preset's, e.g. 1000 for the meta-RL "

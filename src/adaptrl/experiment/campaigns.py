@@ -18,8 +18,9 @@ iteration are compared at the same amount of data. ``adaptrl reproduce NAME --ou
     OUT/NAME/summary.csv     per environment and label: seeds, final iteration and environment steps,
                              final pre- and post-update average return and the final reported return
                              (mean and population std across seeds), the real steps at which the
-                             seed-mean curve first reaches the target return and that count's ratio to
-                             the yardstick label's, wall-clock seconds (sum over the seeds' runs)
+                             seed-mean curve first reaches the stated target return and the yardstick
+                             label's final return, and the latter's ratio to the yardstick's own count,
+                             wall-clock seconds (sum over the seeds' runs)
     OUT/NAME/commands.txt    the equivalent ``adaptrl train`` command of every run
 
 Planning and training live in :mod:`adaptrl.experiment.campaign_runner`, the figure, summary and
@@ -69,8 +70,8 @@ class ExperimentSpec:
     ``keys`` are the plotted ``progress.csv`` columns (``{K}`` = number of adaptation steps,
     ``{return}`` = each run's reported real return); ``settings(env)``, if given, returns overrides
     shared by every run (applied before each run's own). The summary's sample-efficiency columns
-    count the real steps to reach ``targets[env]``, or, for an environment without a target, the
-    final return of the ``yardstick`` label (the thesis's "reaches the model-free asymptote").
+    count the real steps to reach ``targets[env]`` and the final return of the ``yardstick`` label
+    (the thesis's "reaches the model-free asymptote with N× less data").
     """
 
     name: str
@@ -269,7 +270,7 @@ def format_registry() -> str:
         if exp.targets or exp.yardstick:
             target = ", ".join(f"{env} {value:g}" for env, value in exp.targets.items())
             rest = f"the final return of {exp.yardstick}" if exp.yardstick else ""
-            lines.append(f"  target:     {'; otherwise '.join(t for t in (target, rest) if t)}")
+            lines.append(f"  targets:    {'; and '.join(t for t in (target, rest) if t)}")
         for spec in exp.runs:
             extra = " ".join(f"{k}={format_setting(v)}" for k, v in spec.overrides.items())
             lines.append(f"  run {spec.label:<15} {spec.algo}{'  ' + extra if extra else ''}")

@@ -1,8 +1,8 @@
 """Building a run's configuration: algorithm recipe × ``--preset`` × ``--set`` overrides.
 
 An algorithm's recipe (:data:`adaptrl.algorithms.ALGORITHMS`) gives its composition; ``--preset
-paper`` adds the settings its paper used for the chosen environment (ProMP App. D for the ProMP
-paper's algorithms, TMAML App. E Table 1 for TMAML); ``--set key=value`` overrides single values.
+paper`` adds the settings its paper used for the chosen environment (:func:`paper_settings`; the
+sources are in :data:`PAPER_PRESET_SOURCES`); ``--set key=value`` overrides single values.
 The result is a validated :class:`~adaptrl.meta.config.TrainConfig`.
 
 Inner step size. ProMP's Table 1 prints α = 0.01, but every released configuration (the run
@@ -25,6 +25,12 @@ from adaptrl.errors import ConfigError, unknown_name_error
 from adaptrl.meta.config import FIELDS, TrainConfig, coerce_setting, setting_group, validate
 
 PRESET_KINDS = ("default", "paper")
+
+PAPER_PRESET_SOURCES = (
+    "ProMP App. D (the ProMP paper's meta-RL algorithms); TMAML App. E Table 1 (tmaml-*); "
+    "thesis §5.5.2/App. B (mb-mpc); the original code's params-<env>.json, thesis App. A (me-trpo); "
+    "thesis App. B (mb-mpo, mb-promp); the thesis's model-free yardstick (trpo, ppo, vpg)")
+"""Where each algorithm's ``--preset paper`` settings come from (``adaptrl train --help``)."""
 
 
 def parse_int_list(text: str, what: str) -> list[int]:
@@ -55,6 +61,24 @@ def parse_set(items: Iterable[str]) -> dict[str, Any]:
 
 
 
+def paper_settings(algo: str, env: str) -> dict[str, Any]:
+    """``--preset paper``: the settings ``algo``'s paper used on canonical family ``env``.
+
+    Raises a :class:`ConfigError` naming the covered environments when there are none (e.g. the
+    ProMP paper's algorithms on a single-task environment), rather than running the default
+    preset under the name "paper"."""
+    from adaptrl.envs import family_names
+
+    spec = ALGORITHMS.get(algo)
+    settings = spec.paper_settings(env)
+    if not settings:
+        covered = [name for name in family_names() if spec.paper_settings(name)]
+        listed = f" (its --preset paper covers {', '.join(covered)})" if covered else ""
+        raise ConfigError(f"{algo} has no paper settings for {env}{listed}; use --preset default, "
+                          "with --set for single values.")
+    return settings
+
+
 def build_config(algo: str, env: str, *, preset: str = "default",
                  overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     """Resolve ``algo`` on ``env``: the recipe's composition, its paper per-env settings when
@@ -65,7 +89,7 @@ def build_config(algo: str, env: str, *, preset: str = "default",
     env = canonical_name(env)
     values: dict[str, Any] = dict(spec.composition)
     if preset == "paper":
-        values.update(spec.paper_settings(env))
+        values.update(paper_settings(algo, env))
     valid = [k for k in FIELDS if k not in ("algo", "env") and setting_group(k) in spec.settings]
     for key, value in (overrides or {}).items():
         if key in FIELDS and key not in ("algo", "env") and key not in valid:

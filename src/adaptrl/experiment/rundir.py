@@ -2,7 +2,7 @@
 
     run_dir/config.yaml        every resolved hyperparameter
     run_dir/progress.csv       one row per iteration, the original ProMP key names
-    run_dir/tensorboard/       TensorBoard event files (same scalars)
+    run_dir/tensorboard/       TensorBoard event files (same scalars; one file per start or resume)
     run_dir/checkpoints/       latest.npz, every ``checkpoint_every`` iterations and on Ctrl-C
     run_dir/plots/             learning curve and the algorithm's own pictures
 """
@@ -64,7 +64,10 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
 class ProgressWriter:
     """``progress.csv`` with a fixed header (the first row's keys) plus TensorBoard scalars.
 
-    ``keep_rows`` (resuming): keep that many rows of an existing file and append after them."""
+    ``keep_rows`` (resuming): keep that many rows of an existing file and append after them. The
+    TensorBoard writer then starts a new event file whose first event purges every step ≥
+    ``keep_rows`` (``purge_step``): the steps logged after the last checkpoint of a crashed run are
+    written again by the resumed run, and TensorBoard shows each step once, the resumed value."""
 
     def __init__(self, run_dir: Path, keep_rows: int | None, tensorboard: bool = True):
         self.path = run_dir / PROGRESS_FILE
@@ -80,9 +83,7 @@ class ProgressWriter:
             self.path.unlink()
         self.tb = None
         if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            self.tb = tensorboard_writer(run_dir / "tensorboard", purge_step=keep_rows)
 
     def write(self, row: dict[str, float]) -> None:
         if self.header is None:
@@ -101,6 +102,19 @@ class ProgressWriter:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def tensorboard_writer(log_dir: Path, purge_step: int | None = None) -> Any:
+    """A ``tensorboardX.SummaryWriter`` on a new event file in ``log_dir``.
+
+    Event files are named by the second they were created in, and one created in the same second
+    as an earlier one would overwrite it; the suffix ``.NNN`` (the number of event files already
+    there) keeps every file, sorted in the order they were written (TensorBoard reads them in name
+    order, so a resumed run's ``purge_step`` applies to the events before it)."""
+    from tensorboardX import SummaryWriter
+
+    earlier = len(list(log_dir.glob("events.out.tfevents.*"))) if log_dir.is_dir() else 0
+    return SummaryWriter(str(log_dir), purge_step=purge_step, filename_suffix=f".{earlier:03d}")
 
 
 def _format(value: Any) -> str:
