@@ -449,7 +449,11 @@ def plot_panels(panels: Sequence[tuple[str, Mapping[str, tuple[Sequence[Mapping[
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     if title:
-        fig.suptitle(title)
+        import textwrap
+
+        width = fig.get_size_inches()[0]
+        lines = textwrap.wrap(title, width=max(30, int(width * 12)))
+        fig.suptitle("\n".join(lines), fontsize=12 if len(lines) == 1 else 9)
     fig.tight_layout()
     return _save(fig, path)
 
