@@ -15,6 +15,7 @@ PACKAGE = Path(adaptrl.__file__).parent
 LAYERS: list[tuple[str, int]] = [
     ("adaptrl.errors", 0), ("adaptrl.registry", 0), ("adaptrl.runfiles", 0), ("adaptrl.estimators", 0),
     ("adaptrl.processing", 0), ("adaptrl.optim", 0), ("adaptrl.analysis.statistics", 0),
+    ("adaptrl.memory", 0),
     ("adaptrl.envs", 1), ("adaptrl.policies", 1), ("adaptrl.models", 1), ("adaptrl.planners", 1),
     ("adaptrl.sampling", 2), ("adaptrl.plots", 2),
     ("adaptrl.meta", 3),

@@ -258,3 +258,32 @@ def test_device_family_rollout_matches_its_vector_protocol():
             rewards.append(row)
     np.testing.assert_allclose(np.asarray(rewards).reshape(2, 3, 9), np.asarray(traj.rewards), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_sampling_check_names_the_largest_number_of_tasks_that_fits(monkeypatch):
+    """Under a 1 GiB limit the sampler refuses, without sampling, a round whose trajectories and
+    working memory (adaptrl.memory, phase ``sample``) exceed it, and names the largest that fits."""
+    from adaptrl import memory
+
+    monkeypatch.delenv(memory.MEMORY_ENV, raising=False)
+    monkeypatch.setattr(memory, "available_bytes", lambda: memory.GIB)
+    env, policy, _, _, _ = _setup("PointCorners", 2, 2, 5)
+    sampler = Sampler(env, policy, rollouts_per_task=1000, horizon=1000)
+
+    def never(*args):
+        raise AssertionError("sampled")
+
+    sampler._device_rollout = never
+    params = per_task(init_params(policy, jax.random.PRNGKey(0), env.spec.obs_dim), 40)
+    with pytest.raises(ConfigError) as info:
+        sampler.collect(params, env.sample_tasks(40, 0), jax.random.PRNGKey(0))
+    message = str(info.value)
+    assert message.startswith("sampling 40 tasks needs about ")
+    assert "(one sampling round: 40 tasks × 1000 rollouts × 1000 steps of PointCorners)" in message
+    largest = int(message.split("the largest number of tasks that fits is ")[1].split()[0])
+    shape = memory.BatchShape(tasks=largest, rollouts=1000, horizon=1000, obs_dim=env.spec.obs_dim,
+                              act_dim=env.spec.act_dim, param_count=sum(
+                                  int(np.size(x)) for x in jax.tree_util.tree_leaves(params)) // 40,
+                              inner_steps=0)
+    assert 0 < largest < 40
+    assert memory.estimate_batch_bytes(shape, "sample") <= memory.GIB - memory.RESERVE_BYTES

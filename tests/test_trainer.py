@@ -341,3 +341,59 @@ def test_sigterm_checkpoints_like_ctrl_c(tmp_path):
     assert "checkpoint written" in rest
     done = read_checkpoint(run)[1]["iteration"]
     assert done >= 2 and len(read_progress(run)["Itr"]) == done
+
+
+def tensorboard_scalars(run_dir):
+    """``{tag: [(step, value), ...]}`` as TensorBoard loads ``run_dir/tensorboard`` (its
+    EventAccumulator, which applies the purge events of resumed runs)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_tensorboard_shows_each_step_once_after_a_crash_and_resume(tmp_path):
+    """A crash after the checkpoint of iteration 2 and the rows of iterations 2 and 3 leaves their
+    events behind; the resumed run writes those steps again, and TensorBoard shows each step once,
+    with the resumed run's values (the same as progress.csv's)."""
+    config = tiny(iterations=5, checkpoint_every=2)
+    run = tmp_path / "run"
+
+    def crash(row):
+        if row["Itr"] == 3:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config, run, show_progress=False, make_plots=False, callback=crash)
+    assert read_checkpoint(run)[1]["iteration"] == 2
+    assert {step for step, _ in tensorboard_scalars(run)["LossBefore"]} == {0, 1, 2, 3}
+    train(config, run, resume=True, show_progress=False, make_plots=False)
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 2  # neither overwritten
+    scalars = tensorboard_scalars(run)
+    progress = read_progress(run)
+    assert "LossBefore" in scalars and "Step_2-AverageReturn" in scalars
+    for tag, events in scalars.items():
+        assert [step for step, _ in events] == list(range(5)), tag
+        np.testing.assert_allclose([value for _, value in events], progress[tag], rtol=1e-6, err_msg=tag)
+
+
+def test_train_impossible_size_fails_at_build_before_the_run_directory(tmp_path, monkeypatch, capsys):
+    """Under a 1 GiB limit, ``--set tasks_per_iter=10000000`` stops with one ``error:`` line when the
+    algorithm is built: nothing compiled, sampled or written."""
+    from adaptrl import memory
+
+    monkeypatch.delenv(memory.MEMORY_ENV, raising=False)
+    monkeypatch.setattr(memory, "available_bytes", lambda: memory.GIB)
+    with pytest.raises(ConfigError, match=r"^training with tasks_per_iter=10000000, rollouts_per_task=3 and "
+                                          r"horizon=12 \(promp, hidden_sizes \(8,\)\) needs about .* GiB"):
+        quiet_train(tiny(tasks_per_iter=10_000_000), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    out = tmp_path / "cli"
+    argv = ["train", "promp", "--env", "PointCorners", "--set", "rollouts_per_task=200", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the CLI's line naming the run
+    assert err.startswith("error: training with tasks_per_iter=40, rollouts_per_task=200 and horizon=100 ")
+    assert "but 1.0 GiB is available; the largest tasks_per_iter that fits is " in err
+    assert "(or lower rollouts_per_task or horizon)" in err
+    assert not out.exists()

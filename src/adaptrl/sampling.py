@@ -20,7 +20,6 @@ envs, so the number and length of paths per task varied. Here every task gets ex
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, NamedTuple, Protocol
 
@@ -28,9 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adaptrl import memory
 from adaptrl.envs.base import Tasks, check_tasks, num_tasks
 from adaptrl.envs.simulator import DeviceSimulator, VectorSimulator, device_simulator
-from adaptrl.errors import ConfigError, require_positive_int
+from adaptrl.errors import require_positive_int
 from adaptrl.policies import Params, Policy, check_per_task_params, init_params
 
 
@@ -187,19 +187,17 @@ class Sampler:
         return action, dist, logp[..., 0]
 
     def _check_memory(self, m: int) -> None:
+        """A :class:`~adaptrl.errors.ConfigError` before sampling when one round of ``m`` tasks
+        would not fit in memory: the trajectories and the sampler's working memory
+        (:func:`adaptrl.memory.estimate_batch_bytes`, phase ``sample``; what happens to the batch
+        afterwards is checked by the algorithms, e.g. ``MetaLearner.check_training_memory``)."""
         spec = self.env.spec
-        floats = m * self.rollouts_per_task * self.horizon * (spec.obs_dim + 3 * spec.act_dim + 5)
-        needed = 4 * floats
-        try:
-            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-            return
-        if needed > available // 2:
-            raise ConfigError(
-                f"a batch of {m} tasks × {self.rollouts_per_task} rollouts × {self.horizon} steps "
-                f"of {spec.name} needs {needed / 2**30:.1f} GiB, more than half of this machine's "
-                f"{available / 2**30:.1f} GiB; use fewer tasks, rollouts or steps."
-            )
+        params = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(self._reference_params))
+        shape = memory.BatchShape(tasks=m, rollouts=self.rollouts_per_task, horizon=self.horizon,
+                                  obs_dim=spec.obs_dim, act_dim=spec.act_dim, param_count=params,
+                                  inner_steps=0, env=spec.name)
+        memory.check_fits(shape, "sample", request=f"sampling {m} tasks", vary="tasks",
+                          label="number of tasks", alternatives="the rollouts per task or the horizon")
 
     def check(self, params: Params, tasks: Tasks) -> Tasks:
         """Validate tasks and per-task parameters; return the tasks as numpy arrays."""

@@ -35,11 +35,13 @@ from typing import Any
 import jax
 import numpy as np
 
+from adaptrl import memory
 from adaptrl.algorithms.meta_rl import MetaRL, sample_and_adapt, sample_meta_gradients, task_seed
 from adaptrl.analysis.statistics import gradient_statistics
 from adaptrl.errors import ConfigError, unknown_name_error
 from adaptrl.experiment.config import build_config
 from adaptrl.experiment.seeding import init_key
+from adaptrl.meta.learner import MetaLearner
 from adaptrl.plots import pyplot
 
 #: Estimators of the study → composition overrides (on top of a VPG-style base configuration).
@@ -94,7 +96,9 @@ def gradient_study(base_config, estimators: Sequence[str], batch_sizes: Sequence
     at the same parameters (``policy_params``, or the base configuration's initialisation) on the
     same tasks; write ``gradients.csv`` and ``gradients.png`` under ``out``.
 
-    ``truth_rollouts > 0`` computes a ground truth with ``truth_estimator``; 0 skips it."""
+    ``truth_rollouts > 0`` computes a ground truth with ``truth_estimator``; 0 skips it. The
+    memory of the largest batch of every estimator (and of the truth) is checked before anything
+    is sampled (:func:`check_study_memory`)."""
     unknown = [e for e in estimators if e not in ESTIMATOR_SPECS]
     if unknown:
         raise unknown_name_error("estimator", unknown[0], ESTIMATOR_SPECS)
@@ -106,14 +110,37 @@ def gradient_study(base_config, estimators: Sequence[str], batch_sizes: Sequence
         raise ConfigError(f"--batches must be ≥ 2 to estimate a variance, got {num_batches}.")
     if truth_estimator is not None and truth_estimator not in ESTIMATOR_SPECS:
         raise unknown_name_error("truth estimator", truth_estimator, ESTIMATOR_SPECS)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    key = jax.random.PRNGKey(seed)
+    with memory.no_training_check():  # the study checks its own sizes (check_study_memory)
+        return _run_study(base_config, list(estimators), [int(n) for n in batch_sizes],
+                          num_batches=num_batches, out=Path(out), policy_params=policy_params,
+                          truth_estimator=truth_estimator if truth_rollouts > 0 else None,
+                          truth_rollouts=truth_rollouts, truth_batches=truth_batches, cv_warmup=cv_warmup,
+                          key=jax.random.PRNGKey(seed), progress=progress)
 
+
+def study_config(base_config, name: str, rollouts: int):
+    """The base configuration with estimator ``name``'s composition and ``rollouts`` per task."""
+    values = {k: v for k, v in dataclasses.asdict(base_config).items() if k not in ("algo", "env")}
+    values.update(ESTIMATOR_SPECS[name], rollouts_per_task=int(rollouts))
+    return build_config(base_config.algo, base_config.env, overrides=values)
+
+
+def check_study_memory(base_config, env_spec: Any, checks: Sequence[tuple[str, int, str, str]]) -> None:
+    """A :class:`ConfigError` before anything is sampled when one meta-gradient of a batch would not
+    fit in memory (:func:`adaptrl.memory.estimate_batch_bytes`, phase ``gradient``). ``checks``:
+    (estimator, trajectories per task, what the batch is, the name of its size) per batch."""
+    for name, rollouts, what, label in checks:
+        learner = MetaLearner(study_config(base_config, name, rollouts), env_spec.obs_dim, env_spec.act_dim)
+        memory.check_fits(learner.batch_shape(), "gradient", request=f"the gradient study's {what}",
+                          vary="rollouts", label=label,
+                          alternatives="--tasks or --set horizon=N")
+
+
+def _run_study(base_config, estimators: list[str], batch_sizes: list[int], *, num_batches: int, out: Path,
+               policy_params: Any, truth_estimator: str | None, truth_rollouts: int, truth_batches: int,
+               cv_warmup: int, key: jax.Array, progress: Callable[[str, int], None] | None) -> StudyResult:
     def config_for(name: str, rollouts: int):
-        values = {k: v for k, v in dataclasses.asdict(base_config).items() if k not in ("algo", "env")}
-        values.update(ESTIMATOR_SPECS[name], rollouts_per_task=int(rollouts))
-        return build_config(base_config.algo, base_config.env, overrides=values)
+        return study_config(base_config, name, rollouts)
 
     def state_for(exp):
         state = exp.learner.init(init_key(base_config.seed))
@@ -124,13 +151,21 @@ def gradient_study(base_config, estimators: Sequence[str], batch_sizes: Sequence
 
     probe = MetaRL.build(config_for(estimators[0], batch_sizes[0]))
     try:
+        n = max(batch_sizes)
+        checks = [(name, n, f"batch size {n} of {name}", "batch size") for name in estimators]
+        if truth_estimator is not None:
+            checks.append((truth_estimator, truth_rollouts,
+                           f"ground truth (--truth-rollouts {truth_rollouts}, {truth_estimator})",
+                           "--truth-rollouts"))
+        check_study_memory(base_config, probe.env.spec, checks)
         tasks = probe.env.sample_tasks(base_config.tasks_per_iter, seed=task_seed(jax.random.fold_in(key, 1)))
     finally:
         probe.close()
+    out.mkdir(parents=True, exist_ok=True)
 
     truth_info = None
     truth = None
-    if truth_estimator is not None and truth_rollouts > 0:
+    if truth_estimator is not None:
         exp = MetaRL.build(config_for(truth_estimator, truth_rollouts))
         try:
             state = state_for(exp)

@@ -1,5 +1,11 @@
 """Evaluating a trained run: load its configuration and latest checkpoint, and let its algorithm
 evaluate (for meta-RL: meta-test on fresh tasks, :meth:`~adaptrl.algorithms.meta_rl.MetaRL.evaluate`).
+
+A meta-test's memory is estimated before anything is sampled (:func:`check_eval_memory`); a size
+that does not fit is one :class:`~adaptrl.errors.ConfigError` naming the largest ``--tasks`` that
+does. (The tasks are not split into chunks that fit: the sampler draws one batch's noise and start
+states from one key, so a task's trajectories depend on how many tasks share its batch, and a
+chunked evaluation would not reproduce the unchunked one.)
 """
 
 from __future__ import annotations
@@ -8,6 +14,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from adaptrl import memory
+from adaptrl.algorithms.meta_rl import MetaRL
 from adaptrl.errors import ConfigError
 from adaptrl.experiment.rundir import load_run_config
 from adaptrl.experiment.trainer import build_algorithm, restore
@@ -15,9 +23,11 @@ from adaptrl.meta.config import TrainConfig
 
 
 def load_run(run_dir: str | Path) -> tuple[TrainConfig, Any, dict[str, Any]]:
-    """Config, algorithm state and checkpoint metadata of a run directory."""
+    """Config, algorithm state and checkpoint metadata of a run directory (nothing is trained, so
+    the training batch's memory is not checked)."""
     config = load_run_config(run_dir)
-    algorithm = build_algorithm(config)
+    with memory.no_training_check():
+        algorithm = build_algorithm(config)
     try:
         state, meta = restore(algorithm, config, run_dir)
     finally:
@@ -34,14 +44,35 @@ def evaluate(run_dir: str | Path, *, tasks: int = 40, adapt_steps: int | None = 
     if rollouts is not None and int(rollouts) < 1:
         raise ConfigError(f"--rollouts must be ≥ 1 (omit it for the training value), got {rollouts}.")
     config = load_run_config(run_dir)
-    algorithm = build_algorithm(config)
-    try:
-        state, meta = restore(algorithm, config, run_dir)
-        seed = config.seed + 1_000_003 if seed is None else seed
-        report = algorithm.evaluate(state, tasks=tasks, adapt_steps=adapt_steps, rollouts=rollouts, seed=seed)
-    finally:
-        algorithm.close()
+    with memory.no_training_check():  # the meta-test's own sizes are checked instead
+        algorithm = build_algorithm(config)
+        try:
+            check_eval_memory(algorithm, tasks=int(tasks), adapt_steps=adapt_steps, rollouts=rollouts)
+            state, meta = restore(algorithm, config, run_dir)
+            seed = config.seed + 1_000_003 if seed is None else seed
+            report = algorithm.evaluate(state, tasks=tasks, adapt_steps=adapt_steps, rollouts=rollouts,
+                                        seed=seed)
+        finally:
+            algorithm.close()
     return {"run_dir": str(run_dir), "iteration": int(meta["iteration"]), **report}
+
+
+def check_eval_memory(algorithm: Any, *, tasks: int, adapt_steps: int | None = None,
+                      rollouts: int | None = None) -> None:
+    """A :class:`ConfigError` before anything is sampled when meta-testing ``tasks`` tasks would not
+    fit in memory: K + 1 sampling rounds of ``tasks × rollouts × horizon`` held together, and the
+    adaptation steps between them (:func:`adaptrl.memory.estimate_batch_bytes`, phase ``eval``).
+    Algorithms other than gradient-based meta-RL are left to the sampler's own check."""
+    if not isinstance(algorithm, MetaRL):
+        return
+    steps = algorithm.config.inner_steps if adapt_steps is None else int(adapt_steps)
+    if steps < 0:
+        return  # MetaRL.evaluate says what is wrong
+    shape = algorithm.learner.batch_shape(
+        tasks=tasks, rollouts=rollouts or algorithm.sampler.rollouts_per_task,
+        horizon=algorithm.sampler.horizon, inner_steps=steps)
+    memory.check_fits(shape, "eval", request=f"adaptrl eval --tasks {tasks}", vary="tasks", label="--tasks",
+                      alternatives="--rollouts or --adapt-steps")
 
 
 def eval_path(run_dir: str | Path, report: dict[str, Any]) -> Path:

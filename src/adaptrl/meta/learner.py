@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from adaptrl import memory
 from adaptrl.meta.adaptation import adapt, adapt_step, mean_kl_from_old
 from adaptrl.meta.batch import StepBatch
 from adaptrl.meta.batch import step as batch_step
@@ -133,7 +134,7 @@ class MetaLearner:
 
     def __init__(self, config: TrainConfig, obs_dim: int, act_dim: int):
         self.config = config
-        self.obs_dim = obs_dim
+        self.obs_dim, self.act_dim = obs_dim, act_dim
         self.policy = make_policy(act_dim, config.hidden_sizes, config.init_std, kind=config.policy)
         self.spec = OuterSpec(
             inner_estimator=config.inner_estimator, inner_steps=config.inner_steps,
@@ -146,6 +147,39 @@ class MetaLearner:
         self._update = jax.jit(lambda state, batches: self.outer_optimizer.update(self, state, batches))
         self._loss_jit = jax.jit(self.loss)
         self._meta_gradient = jax.jit(jax.grad(self._objective))
+        if memory.training_check_enabled():
+            self.check_training_memory()
+
+    # ------------------------------------------------------------------------------- memory
+    def batch_shape(self, *, tasks: int | None = None, rollouts: int | None = None,
+                    horizon: int | None = None, inner_steps: int | None = None) -> memory.BatchShape:
+        """The sizes of this configuration's batch for :mod:`adaptrl.memory` (each size defaults to
+        the configuration's; a horizon of 0 is the env's)."""
+        c = self.config
+        params = jax.eval_shape(lambda key: init_params(self.policy, key, self.obs_dim),
+                                jax.random.PRNGKey(0))
+        return memory.BatchShape(
+            tasks=int(c.tasks_per_iter if tasks is None else tasks),
+            rollouts=int(c.rollouts_per_task if rollouts is None else rollouts),
+            horizon=int(horizon or c.horizon or _env_horizon(c)), obs_dim=self.obs_dim,
+            act_dim=self.act_dim, hidden_width=int(sum(c.hidden_sizes)),
+            param_count=int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params))),
+            inner_steps=int(c.inner_steps if inner_steps is None else inner_steps), optimizer=c.optimizer,
+            control_variate=c.control_variate,
+            cv_width=int(sum(c.cv_hidden_sizes)) if c.control_variate != "none" else 0,
+            cv_action_samples=int(c.cv_action_samples),
+            grad_stats=bool(c.grad_stats_every), env=c.env)
+
+    def check_training_memory(self) -> None:
+        """A :class:`~adaptrl.errors.ConfigError` before anything is compiled when one training
+        iteration of this configuration would not fit in memory (:func:`adaptrl.memory.check_fits`)."""
+        c = self.config
+        shape = self.batch_shape()
+        memory.check_fits(
+            shape, "train", vary="tasks", label="tasks_per_iter",
+            request=f"training with tasks_per_iter={shape.tasks}, rollouts_per_task={shape.rollouts} "
+                    f"and horizon={shape.horizon} ({c.algo}, hidden_sizes {tuple(c.hidden_sizes)})",
+            alternatives="rollouts_per_task or horizon")
 
     # ------------------------------------------------------------------ parameters and state
     def init(self, key: jax.Array) -> LearnerState:
@@ -241,6 +275,13 @@ class MetaLearner:
         if self.config.inner_steps:
             out["KLInner"] = jnp.mean(terms.inner_kls)
         return {k: float(v) for k, v in jax.device_get(out).items()}
+
+
+def _env_horizon(config: TrainConfig) -> int:
+    """The horizon a configuration without one samples with: its env option, else the family's."""
+    from adaptrl.envs import family_horizon
+
+    return int(config.env_options.get("horizon") or family_horizon(config.env))
 
 
 def tree_is_finite(tree: Any) -> bool:
