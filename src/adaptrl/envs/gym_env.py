@@ -37,6 +37,7 @@ from adaptrl.envs import (
 )
 from adaptrl.envs.base import Task, check_tasks, stack_tasks, unstack_tasks
 from adaptrl.envs.mujoco_families import ALIASES
+from adaptrl.envs.rendering import add_goal_marker, import_mujoco, make_renderer
 from adaptrl.errors import ConfigError
 
 _IMPORT_PID = os.getpid()
@@ -80,6 +81,7 @@ class MetaEnv(gymnasium.Env):
             )
         if family_backend(name) == "host":
             options.setdefault("num_threads", 1)
+            import_mujoco()  # OpenGL is loaded on the first render only (adaptrl.envs.rendering)
         else:
             refuse_forked_jax(name)
         self._venv = make(name, **options)
@@ -148,23 +150,21 @@ class MetaEnv(gymnasium.Env):
         return self._render_mujoco()
 
     def _render_mujoco(self) -> np.ndarray:
+        """A MuJoCo frame; a goal task's goal is drawn as a green disc (not part of the physics).
+        A failed OpenGL context raises one ConfigError, kept and raised again on later calls."""
         import mujoco
 
-        try:
-            if self._renderer is None:
-                self._renderer = mujoco.Renderer(self._venv.model_for_task(0), self._height,
-                                                 self._width)
-                self._render_data = mujoco.MjData(self._venv.model_for_task(0))
-        except Exception as exc:
-            raise ConfigError(
-                f"MuJoCo could not open an offscreen OpenGL context ({exc}). Set MUJOCO_GL=egl "
-                "(GPU) or MUJOCO_GL=osmesa (CPU, needs libosmesa6) before starting Python."
-            ) from None
+        model = self._venv.model_for_task(0)
+        if self._renderer is None:
+            self._renderer = make_renderer(model, self._height, self._width)
+            self._render_data = mujoco.MjData(model)
         qpos, qvel = self._venv.physics_state()
         self._render_data.qpos[:] = qpos[0, 0]
         self._render_data.qvel[:] = qvel[0, 0]
-        mujoco.mj_forward(self._venv.model_for_task(0), self._render_data)
+        mujoco.mj_forward(model, self._render_data)
         self._renderer.update_scene(self._render_data)
+        if "goal" in self._task:
+            add_goal_marker(self._renderer.scene, self._task["goal"])
         return self._renderer.render().copy()
 
     def close(self):

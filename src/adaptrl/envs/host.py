@@ -33,6 +33,7 @@ from adaptrl.envs.kinematics import BatchKinematics
 from adaptrl.envs.mujoco_families import FAMILIES as MUJOCO_FAMILIES
 from adaptrl.envs.mujoco_families import SINGLE_TASK_FAMILIES as MUJOCO_SINGLE_TASK
 from adaptrl.envs.mujoco_families import MujocoFamily, load_model
+from adaptrl.envs.rendering import import_mujoco
 from adaptrl.errors import ConfigError, require_positive_int
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def route_mujoco_warnings() -> None:
     relative ``MUJOCO_LOG.TXT``, so errors and info messages do not create the file either.
     Idempotent; run whenever host MuJoCo is used (:class:`MujocoPhysics`).
     """
-    import mujoco
+    mujoco = import_mujoco()
 
     if mujoco.get_mju_user_warning() is None:
         mujoco.set_mju_user_warning(_log_mujoco_warning)
@@ -107,7 +108,7 @@ class MujocoPhysics:
         )[0].shape[-1]
 
     def _measure_actuator_map(self) -> np.ndarray:
-        import mujoco
+        mujoco = import_mujoco()
 
         m = copy.copy(self.model)  # unclamped controls: a unit control must give the gear itself
         m.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_CLAMPCTRL
@@ -178,7 +179,7 @@ class HostVectorEnv:
         num_threads: int | None = None,
         **task_options: Any,
     ):
-        import mujoco
+        mujoco = import_mujoco()
         from mujoco import rollout
 
         self._init_args = dict(normalize_actions=normalize_actions, horizon=horizon, num_threads=num_threads,
@@ -229,7 +230,7 @@ class HostVectorEnv:
 
     def _task_models(self, tasks: Tasks) -> list:
         """One model per task with the task's physics parameters (RandParams families)."""
-        import mujoco
+        mujoco = import_mujoco()
 
         models = []
         for i in range(num_tasks(tasks)):
