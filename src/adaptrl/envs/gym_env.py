@@ -37,7 +37,7 @@ from adaptrl.envs import (
 )
 from adaptrl.envs.base import Task, check_tasks, stack_tasks, unstack_tasks
 from adaptrl.envs.mujoco_families import ALIASES
-from adaptrl.envs.rendering import add_goal_marker, import_mujoco, make_renderer
+from adaptrl.envs.rendering import add_goal_marker, make_renderer
 from adaptrl.errors import ConfigError
 
 _IMPORT_PID = os.getpid()
@@ -81,7 +81,6 @@ class MetaEnv(gymnasium.Env):
             )
         if family_backend(name) == "host":
             options.setdefault("num_threads", 1)
-            import_mujoco()  # OpenGL is loaded on the first render only (adaptrl.envs.rendering)
         else:
             refuse_forked_jax(name)
         self._venv = make(name, **options)

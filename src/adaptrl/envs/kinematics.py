@@ -37,6 +37,8 @@ import functools
 
 import numpy as np
 
+from adaptrl.envs.rendering import import_mujoco
+
 MINVAL = 1e-15  # mjMINVAL
 # copies per block model: compiling grows faster than linearly with the model's size, so blocks
 # stay near MAX_BLOCK_BODIES bodies; a batch's last block is the smallest size that holds it
@@ -86,7 +88,7 @@ def replicated_tree_xml(model, copies: int) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _compile(xml: str):
-    import mujoco
+    mujoco = import_mujoco()
 
     return mujoco.MjModel.from_xml_string(xml)
 
@@ -97,7 +99,7 @@ class _Block:
     ``cvel [size, nbody − 1, 6]`` and ``subtree_com [size, nbody − 1, 3]`` (world body left out)."""
 
     def __init__(self, model, size: int):
-        import mujoco
+        mujoco = import_mujoco()
 
         self.size = size
         self.model = model if size == 1 else _compile(replicated_tree_xml(model, size))

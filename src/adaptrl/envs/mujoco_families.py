@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from adaptrl.envs.base import Tasks, merge_task_options, signs, unit_directions
+from adaptrl.envs.rendering import import_mujoco
 from adaptrl.errors import ConfigError
 
 Motion = dict[str, Any]
@@ -605,7 +606,7 @@ def load_model(family: MujocoFamily):
     Gymnasium's half_cheetah.xml uses ``<compiler settotalmass>``, which MuJoCo ≥ 3.3 deprecates;
     we strip the attribute and apply ``mj_setTotalmass`` ourselves, which is what it did.
     """
-    import mujoco
+    mujoco = import_mujoco()
 
     key = (family.asset, family.timestep)
     if key not in _MODEL_CACHE:
