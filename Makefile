@@ -21,9 +21,7 @@ DEMO_RUN := demo-output/promp-PointCorners
 
 demo: $(STAMP)
 	rm -rf $(DEMO_RUN)
-	$(BIN)/adaptrl train promp --env PointCorners --preset paper --iterations 40 --seed 0 --out $(DEMO_RUN)
-	$(BIN)/adaptrl eval $(DEMO_RUN) --tasks 40
-	@echo "demo: learning curve in $(DEMO_RUN)/plots/learning_curve.png, ProMP Fig. 5 picture in $(DEMO_RUN)/plots/exploration.png"
+	$(BIN)/adaptrl demo --out $(DEMO_RUN)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

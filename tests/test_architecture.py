@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, int]] = [
     ("adaptrl.meta", 3),
     ("adaptrl.algorithms", 4),
     ("adaptrl.experiment", 5), ("adaptrl.analysis", 5), ("adaptrl.bench", 5), ("adaptrl.sampler_demo", 5),
+    ("adaptrl.video", 5),
     ("adaptrl.cli", 6),
 ]
 LAYER_NAMES = ["core math", "envs, policies", "sampling, plots", "meta", "algorithms",

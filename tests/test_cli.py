@@ -132,7 +132,7 @@ def test_help_of_every_verb(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    verbs = ["train", "eval", "plot", "gradients", "reproduce", "envs", "sample", "bench"]
+    verbs = ["train", "eval", "video", "plot", "gradients", "reproduce", "demo", "envs", "sample", "bench"]
     listed = re.findall(r"^    (\S+)", text, flags=re.MULTILINE)
     assert listed == verbs
     for verb in [*verbs, "bench sampler"]:

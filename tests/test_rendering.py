@@ -216,7 +216,8 @@ def test_ant_rand_goal_frame_has_goal_marker(gym_env, monkeypatch):
 
 
 def test_video_extra_installs_what_record_video_needs():
-    """Gymnasium's RecordVideo imports MoviePy; nothing in adaptrl imports imageio."""
+    """Gymnasium's RecordVideo imports MoviePy; imageio is in the extra only because adaptrl imports
+    it (``adaptrl video``, tests/test_video.py checks that extra's writer)."""
     import pathlib
     import tomllib
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import math
+import re
 import shlex
 import shutil
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -275,50 +278,6 @@ def test_ray_missing_is_a_clear_error(registered, monkeypatch, tmp_path):
             run_experiment("tiny", out=tmp_path, show_progress=False, **kwargs)
 
 
-class FakeRef:
-    def __init__(self, fn, args):
-        self.fn, self.args = fn, args
-
-
-class FakeRay:
-    """Just enough of Ray: tasks run when their result is fetched."""
-
-    def __init__(self):
-        self.init_kwargs, self.options, self.in_flight, self.max_in_flight = None, [], 0, 0
-        self.running = self.shut_down = False
-
-    def is_initialized(self):
-        return self.running
-
-    def init(self, **kwargs):
-        self.init_kwargs, self.running = kwargs, True
-
-    def shutdown(self):
-        self.running, self.shut_down = False, True
-
-    def remote(self, **options):
-        self.options.append(options)
-        ray = self
-
-        class Task:
-            def __init__(self, fn):
-                self.fn = fn
-
-            def remote(self, *args):
-                ray.in_flight += 1
-                ray.max_in_flight = max(ray.max_in_flight, ray.in_flight)
-                return FakeRef(self.fn, args)
-
-        return Task
-
-    def wait(self, refs, num_returns=1):
-        return refs[:num_returns], refs[num_returns:]
-
-    def get(self, ref):
-        self.in_flight -= 1
-        return ref.fn(*ref.args)
-
-
 def fake_train(calls):
     """A stand-in for the trainer's train writing 3 synthetic rows; lvc-vpg seed 1 diverges after 1 row."""
 
@@ -340,19 +299,16 @@ def fake_train(calls):
     return train
 
 
-def test_ray_runs_every_run_as_a_task(monkeypatch, tmp_path):
+def test_diverged_run_is_reported_and_the_others_go_on(monkeypatch, tmp_path):
     k2 = ExperimentSpec(name="tiny-k2", description="K = 2", paper="none", env="PointCorners", iterations=3,
                         runs=tuple(RunSpec(s.label, s.algo, {**SMALL, "inner_steps": 2}) for s in TINY.runs),
                         preset="default")
     monkeypatch.setitem(EXPERIMENTS, "tiny-k2", k2)
-    ray, calls = FakeRay(), []
-    monkeypatch.setitem(sys.modules, "ray", ray)
+    calls = []
     monkeypatch.setattr(campaign_runner, "train", fake_train(calls))
-    result = run_experiment("tiny-k2", seeds=2, out=tmp_path, workers=2, cpus_per_run=0.5, show_progress=True)
-    assert ray.init_kwargs == {"address": None, "num_cpus": 1} and ray.shut_down
-    assert ray.options == [{"num_cpus": 0.5}] and ray.max_in_flight == 2
-    assert calls == [("promp", 0, False, False), ("lvc-vpg", 0, False, False), ("promp", 1, False, False),
-                     ("lvc-vpg", 1, False, False)]
+    result = run_experiment("tiny-k2", seeds=2, out=tmp_path, show_progress=True)
+    assert calls == [("promp", 0, False, True), ("lvc-vpg", 0, False, True), ("promp", 1, False, True),
+                     ("lvc-vpg", 1, False, True)]
     assert list(result.failed) == [tmp_path / "tiny-k2" / "lvc-vpg-s1"]
     assert "non-finite LossAfter" in result.failed[tmp_path / "tiny-k2" / "lvc-vpg-s1"]
     assert len(result.trained) == 3
@@ -371,8 +327,136 @@ def test_ray_runs_every_run_as_a_task(monkeypatch, tmp_path):
     (tmp_path / "tiny-k2" / "lvc-vpg-s1" / "config.yaml").unlink()
     with pytest.raises(AdaptrlError, match=r"1 run\(s\) diverged \(the others finished\): .*lvc-vpg-s1: "
                                            r"iteration 1: non-finite LossAfter"):
-        cli(["tiny-k2", "--seeds", "2", "--out", str(tmp_path), "--ray", "--ray-address", "auto"])
-    assert ray.init_kwargs == {"address": "auto"}
+        cli(["tiny-k2", "--seeds", "2", "--out", str(tmp_path), "--no-progress"])
+    assert calls[4:] == [("lvc-vpg", 1, False, False)]
+
+
+# ------------------------------------------------------------------------------------------ Ray
+# The real `ray` package (the test extra): the code under test starts a local cluster, as a user's
+# `adaptrl reproduce --ray` does, and must shut it down.
+RAY_PROCESS = re.compile(r"^ray::|/ray/(core|_private|dashboard|autoscaler)/")
+"""Command lines of Ray's processes: workers and agents (``ray::IDLE``, ``ray::train_run``,
+``ray::DashboardAgent``) and the gcs_server, raylet and monitors of its installation."""
+
+
+def ray_processes():
+    """Ray's live processes on this machine: ``{pid: command line}`` (from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # the process ended meanwhile
+            continue
+        if RAY_PROCESS.search(command):
+            found[int(entry.name)] = command
+    return found
+
+
+@pytest.fixture
+def ray_session(tmp_path_factory, monkeypatch):
+    """The real ``ray`` module for a test whose code under test starts Ray itself. Ray tests take
+    turns across pytest-xdist workers (a lock file), start with no Ray running on this machine and
+    must leave neither a Ray session (``ray.is_initialized()``) nor a Ray process behind."""
+    import ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    lock_path = tmp_path_factory.getbasetemp().parent / "adaptrl-ray-tests.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert not ray.is_initialized()
+        assert not ray_processes(), f"Ray is already running on this machine: {ray_processes()}"
+        yield ray
+        assert not ray.is_initialized(), "Ray was left initialised"
+        deadline = time.monotonic() + 30
+        while ray_processes() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not ray_processes(), f"Ray processes were left running: {ray_processes()}"
+
+
+RAY_STARTS_FROM_JAX = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
+"""This process has run JAX (earlier tests' runs) when Ray starts its processes (fork, then exec),
+which JAX warns about; a user's `adaptrl reproduce --ray` starts Ray before its JAX runs anything."""
+
+
+def without_timing(progress):
+    """A run's progress columns apart from the timing ones (``Time``, ``ItrTime``, ``Time-*``)."""
+    return {key: values for key, values in progress.items() if "Time" not in key}
+
+
+def run_span(run_dir):
+    """When a run was trained, from its own files: ``config.yaml`` is written first, the learning
+    curve last."""
+    start, end = run_dir / "config.yaml", run_dir / "plots" / "learning_curve.png"
+    return start.stat().st_mtime, end.stat().st_mtime
+
+
+def most_at_once(spans):
+    """The most ``(start, end)`` spans open at one time (a run ending as another starts is not two)."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    open_now = most = 0
+    for _, step in events:
+        open_now += step
+        most = max(most, open_now)
+    return most
+
+
+@RAY_STARTS_FROM_JAX
+def test_ray_trains_the_runs_it_would_train_without_ray(reproduced, registered, ray_session, tmp_path,
+                                                          monkeypatch, capsys):
+    """`--ray --workers 2` on a local Ray of 2 CPUs trains the same 4 runs (same configs, same rows
+    apart from timing, same summary) as the campaign trained in this process, at most 2 at once,
+    into a relative --out, with the compilation cache folder of this process's environment."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax-cache"))
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    text = cli(["tiny", "--seeds", "2", "--scale", "0.5", "--out", "ray-out", "--ray", "--workers", "2",
+                "--no-progress"], capsys)
+    assert "final iteration, mean ± std across seeds" in text
+    here, there = reproduced["out"] / "tiny", tmp_path / "ray-out" / "tiny"
+    run_names = sorted(p.name for p in here.iterdir() if p.is_dir())
+    assert run_names == sorted(p.name for p in there.iterdir() if p.is_dir()) and len(run_names) == 4
+    for name in run_names:
+        assert load_run_config(there / name) == load_run_config(here / name)
+        expected = without_timing(read_progress(here / name))
+        got = without_timing(read_progress(there / name))
+        assert list(got) == list(expected)
+        for key in expected:
+            np.testing.assert_array_equal(got[key], expected[key], err_msg=f"{name}: {key}")
+        assert has_checkpoint(there / name) and list((there / name / "tensorboard").glob("events.out.*"))
+    summary_here, summary_there = read_summary(here / "summary.csv"), read_summary(there / "summary.csv")
+    for row in (*summary_here.values(), *summary_there.values()):
+        row.pop("wall_clock_s")
+    assert summary_there == summary_here
+    assert_comparison_png(there / "comparison.png")
+    assert most_at_once([run_span(there / name) for name in run_names]) == 2
+    # the workers inherited JAX_COMPILATION_CACHE_DIR (this process's JAX read it before it was set)
+    assert any((tmp_path / "jax-cache").iterdir())
+
+
+@RAY_STARTS_FROM_JAX
+def test_a_run_failing_in_ray_is_one_clear_error(registered, ray_session, tmp_path):
+    """An error inside a run's Ray task (here the environment rejecting an option, which only
+    building the environment checks) stops the campaign with its own message and the run's name,
+    not Ray's remote traceback."""
+    with pytest.raises(ConfigError) as caught:
+        cli(["tiny", "--seeds", "1", "--out", str(tmp_path), "--ray", "--workers", "2",
+             "--set", "env_options.bogus=1", "--no-progress"])
+    message = str(caught.value)
+    pattern = (rf"(promp|lvc-vpg) seed 0 \({re.escape(str(tmp_path))}/tiny/\1-s0\) failed in its Ray task: "
+               r"Point1D: unknown option\(s\) bogus\. Valid task options: .*")
+    assert re.fullmatch(pattern, message), message
+    assert "Traceback" not in message and "ray::" not in message and "\x1b" not in message
+
+
+def test_ray_address_auto_without_a_cluster_is_a_clear_error(registered, ray_session, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # where `ray start` records its cluster: none here
+    with pytest.raises(ConfigError, match=r"cannot connect to a Ray cluster at --ray-address auto \(Could "
+                                          r"not find any running Ray instance.*\)\. Start one \(ray start "
+                                          r"--head\) or leave out --ray-address"):
+        cli(["tiny", "--seeds", "1", "--out", str(tmp_path), "--ray", "--ray-address", "auto"])
+    assert not (tmp_path / "tiny").exists()
 
 
 def test_registry_entries_build_their_configs(tmp_path):

@@ -524,10 +524,11 @@ def plot_point_exploration(pre_observations: Sequence[np.ndarray], post_observat
 
     ``pre_observations[k]`` (``[tasks, rollouts, time, 2]``) is step ``k``'s pre-update batch,
     ``post_observations`` the batch after the last step; masks are ``[tasks, rollouts, time]`` (1 on
-    real steps); ``goals`` ``[tasks, 2]``. Up to 4 tasks with distinct goals are drawn, with the goal's
-    sparse-reward region (``goal_radius``) shaded, one distinct colour per adaptation step, and the
-    post-update success of the panel's task written on it (:func:`goal_success`: trajectories that
-    enter the goal region, mean final distance). Writes ``out`` and returns its path.
+    real steps); ``goals`` ``[tasks, 2]``. Up to 4 tasks with distinct goals are drawn, with the goal
+    region (the disc of ``goal_radius`` around the goal, the success criterion) shaded, one distinct
+    colour per adaptation step, and the post-update success of the panel's task written on it
+    (:func:`goal_success`: trajectories that enter the goal region, mean final distance). Writes
+    ``out`` and returns its path.
     """
     if len(pre_observations) != len(masks_pre):
         raise ConfigError(f"got {len(pre_observations)} pre-update observation batches but "
@@ -601,7 +602,7 @@ def plot_point_exploration(pre_observations: Sequence[np.ndarray], post_observat
         ax.grid(alpha=0.2)
     handles = [Line2D([], [], color=c, lw=lw, label=lab) for c, lw, lab in zip(colors, widths, labels,
                                                                                 strict=True)]
-    handles += [Patch(facecolor="tab:green", alpha=0.3, label=f"goal region (r = {goal_radius:g})"),
+    handles += [Patch(facecolor="tab:green", alpha=0.3, label=f"goal region (within {goal_radius:g})"),
                 Patch(facecolor="0.6", alpha=0.15, edgecolor="0.5", linestyle="--", label="other corners")]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
     if title:

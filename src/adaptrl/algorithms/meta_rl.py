@@ -17,6 +17,7 @@ fresh tasks, any number of adaptation steps, per-step returns with 95 % interval
 
 from __future__ import annotations
 
+import csv
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -84,6 +85,7 @@ class AdaptationResult:
     tasks: dict
     trajectories: list[Trajectories] = field(default_factory=list)
     task_params: Any = None  # θ_K per task (leading task axis)
+    step_params: list[Any] = field(default_factory=list)  # θ_0 … θ_K per task (θ_0: θ broadcast)
     batches: list[StepBatch] = field(default_factory=list)
     cv_params: Any = None
     cv_loss: float = math.nan
@@ -203,6 +205,7 @@ def sample_and_adapt(exp: MetaRL, meta_params: dict, tasks: dict, key: jax.Array
                      sim_params: Any = None, sample_final: bool = True) -> AdaptationResult:
     """Sample with θ_0 = θ, adapt ``steps`` times (one fresh batch per step), sample with θ_K
     (not with ``sample_final=False``: then only θ_K is wanted, ``result.task_params``).
+    ``result.step_params[k]`` holds every task's θ_k, k = 0 … ``steps`` (θ_0 = θ per task).
 
     ``sim_params`` go to every :meth:`~adaptrl.sampling.Sampler.collect` (a device simulator's
     parameters, e.g. a learned model's; ``None``: its defaults).
@@ -214,7 +217,7 @@ def sample_and_adapt(exp: MetaRL, meta_params: dict, tasks: dict, key: jax.Array
     control_variate = exp.learner.control_variate if cv_params is not None else None
     m = len(next(iter(tasks.values())))
     task_params = per_task(meta_params["policy"], m)
-    result = AdaptationResult(tasks, cv_params=cv_params)
+    result = AdaptationResult(tasks, cv_params=cv_params, step_params=[task_params])
     keys = jax.random.split(key, steps + 1)
 
     def timed(name: str, start: float) -> None:
@@ -237,6 +240,7 @@ def sample_and_adapt(exp: MetaRL, meta_params: dict, tasks: dict, key: jax.Array
             start = time.perf_counter()
             task_params = jax.block_until_ready(exp.learner.adapt_tasks(meta_params, task_params, batch))
             timed("Time-InnerStep", start)
+            result.step_params.append(task_params)
         result.trajectories.append(traj)
         result.batches.append(batch)
     result.task_params = task_params
@@ -277,11 +281,33 @@ def training_gradient_stats(exp: MetaRL, state: LearnerState, tasks: dict,
             "Meta-GradientCos": stats["cos_to_mean"]}
 
 
+EXPLORATION_CSV = "exploration.csv"
+"""Per-corner success of the exploration picture, next to it in ``plots/``."""
+
+CORNER_REACHED_RADIUS = 0.5
+"""A PointCorners trajectory *reaches* its goal when some step comes within this distance of the
+corner. The reward itself has no goal region (it pays progress towards the goal outside the
+start's L1 ball, docs/environments.md), so this is the picture's own criterion."""
+
+
+def success_radius(config: TrainConfig) -> float:
+    """The goal region of the exploration picture: :data:`CORNER_REACHED_RADIUS` on PointCorners,
+    the sparse reward's radius (default 2) on PointMomentum, where the reward is max(r − d, 0)."""
+    if config.env == "PointCorners":
+        return CORNER_REACHED_RADIUS
+    return float(config.env_options.get("radius", 2.0))
+
+
 def exploration_picture(run_dir: Path, config: TrainConfig, state: LearnerState) -> Path:
-    """One task per corner: pre-update trajectories of every step and post-update ones."""
+    """ProMP Fig. 5 for the 2-D point envs: one task per corner, ``rollouts_per_task`` trajectories
+    per adaptation step (5 of them drawn), written to ``plots/exploration.png``; the post-update
+    success of each corner (:func:`adaptrl.plots.goal_success`, goal region :func:`success_radius`)
+    goes to ``plots/exploration.csv`` (columns ``goal_x, goal_y, rollouts, reached_fraction,
+    final_distance, reached``; a corner counts as reached when at least half its trajectories
+    enter the goal region). Returns the PNG's path."""
     from adaptrl import plots
 
-    exp = MetaRL.build(config, rollouts_per_task=min(config.rollouts_per_task, 5))
+    exp = MetaRL.build(config)
     try:
         tasks = {"goal": np.asarray(CORNERS, dtype=exp.env.sample_tasks(1, 0)["goal"].dtype)}
         result = sample_and_adapt(exp, state.meta_params, tasks, jax.random.PRNGKey(config.seed + 7),
@@ -290,10 +316,19 @@ def exploration_picture(run_dir: Path, config: TrainConfig, state: LearnerState)
         exp.close()
     trajs = result.trajectories
     xy = [np.asarray(t.observations)[..., :2] for t in trajs]
-    radius = float(config.env_options.get("radius", 0.5 if config.env == "PointCorners" else 2.0))
+    radius = success_radius(config)
+    reached, final_distance = plots.goal_success(xy[-1], np.asarray(trajs[-1].mask), tasks["goal"], radius)
+    plots_dir = run_dir / "plots"
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    with open(plots_dir / EXPLORATION_CSV, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["goal_x", "goal_y", "rollouts", "reached_fraction", "final_distance", "reached"])
+        for goal, fraction, distance in zip(tasks["goal"], reached, final_distance, strict=True):
+            writer.writerow([f"{goal[0]:g}", f"{goal[1]:g}", xy[-1].shape[1], f"{fraction:.4f}",
+                             f"{distance:.4f}", int(fraction >= 0.5)])
     return plots.plot_point_exploration(
         xy[:-1], xy[-1], [np.asarray(t.mask) for t in trajs[:-1]], np.asarray(trajs[-1].mask),
-        tasks["goal"], run_dir / "plots" / "exploration.png", goal_radius=radius,
+        tasks["goal"], plots_dir / "exploration.png", goal_radius=radius,
         title=f"{config.algo} on {config.env}: pre-update exploration and post-update trajectories")
 
 

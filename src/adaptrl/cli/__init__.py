@@ -1,11 +1,13 @@
 """``adaptrl`` command line.
 
 Verbs: ``train`` (meta-train an algorithm preset into a run directory), ``eval`` (meta-test a
-run on fresh tasks for any number of adaptation steps), ``plot`` (curves of runs, mean ± std over
+run on fresh tasks for any number of adaptation steps), ``video`` (mp4s of a meta-RL run's
+pre-update and adapted episodes on fresh tasks), ``plot`` (curves of runs, mean ± std over
 seeds), ``gradients`` (meta-gradient variance/accuracy, ProMP Fig. 6 directions),
 ``reproduce`` (a named paper experiment: algorithms × seeds and its comparison figure), ``envs`` (the task
 families), ``sample`` (random-policy returns per task, with a plot) and
-``bench sampler`` (sampler throughput against raw batched MuJoCo stepping).
+``demo`` (ProMP on PointCorners with its closing table, ``make demo``) and ``bench sampler``
+(sampler throughput against raw batched MuJoCo stepping).
 Bad input prints one ``error:`` line and exits with status 2.
 
 The command (not ``import adaptrl``) turns on JAX's persistent compilation cache
@@ -24,11 +26,11 @@ from collections.abc import Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
 
-from adaptrl.cli import bench, envs, gradients, plot, reproduce, sample, train
+from adaptrl.cli import bench, demo, envs, gradients, plot, reproduce, sample, train, video
 from adaptrl.cli import eval as eval_verb
 from adaptrl.errors import AdaptrlError
 
-VERBS = (train, eval_verb, plot, gradients, reproduce, envs, sample, bench)
+VERBS = (train, eval_verb, video, plot, gradients, reproduce, demo, envs, sample, bench)
 """The verb modules, in the order ``adaptrl --help`` lists them."""
 
 

@@ -47,7 +47,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--ray", action="store_true", help="run each run as a Ray task (pip install "
                         "'adaptrl[ray]')")
     parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
-                        help="Ray cluster address (default: a local cluster)")
+                        help="the Ray cluster to use, e.g. auto (the one `ray start` started here) or "
+                        "HOST:PORT (default: a new local cluster)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="at most N runs at once (N > 1 uses Ray; default 1)")
     parser.add_argument("--cpus-per-run", type=float, default=1.0, metavar="C",

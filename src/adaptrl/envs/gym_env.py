@@ -12,6 +12,11 @@ env would still end episodes at the registered length.
 
 ``import adaptrl`` registers the ids; without it use ``gymnasium.make("adaptrl:adaptrl/<Name>-v0")``.
 
+Rendering (``render_mode="rgb_array"``, ``width``, ``height``): point and 1-D families are drawn
+without OpenGL; MuJoCo families render with ``mujoco.Renderer`` (:mod:`adaptrl.envs.rendering`)
+through MuJoCo's free camera, or with ``camera="track"`` a camera that follows the robot (a model
+camera's name or id is also accepted).
+
 Worker processes: the JAX families (point, 1-D) cannot be built in a process *forked* from one in
 which JAX has run (XLA's threads do not survive ``fork``; the child would hang). There the
 constructor raises one clear error instead; pass ``vector_kwargs={"context": "spawn"}`` to
@@ -69,10 +74,13 @@ class MetaEnv(gymnasium.Env):
     metadata: ClassVar[dict] = {"render_modes": ["rgb_array"], "render_fps": 20}
 
     def __init__(self, name: str, render_mode: str | None = None, width: int = 320,
-                 height: int = 240, **options: Any):
+                 height: int = 240, camera: int | str | None = None, **options: Any):
         name = canonical_name(name)
         if render_mode not in (None, "rgb_array"):
             raise ConfigError(f"render_mode must be None or 'rgb_array', got {render_mode!r}.")
+        if camera is not None and not isinstance(camera, int | str):
+            raise ConfigError(f"camera must be None, {TRACK_CAMERA!r}, a model camera's name or id, "
+                              f"got {camera!r}.")
         if "horizon" in options:
             raise ConfigError(
                 f"gymnasium.make('adaptrl/{name}-v0') takes the episode length as Gymnasium's "
@@ -85,7 +93,7 @@ class MetaEnv(gymnasium.Env):
             refuse_forked_jax(name)
         self._venv = make(name, **options)
         spec = self._venv.spec
-        self.name, self.render_mode = name, render_mode
+        self.name, self.render_mode, self.camera = name, render_mode, camera
         self._width, self._height = width, height
         self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (spec.obs_dim,), np.float64)
         self.action_space = gymnasium.spaces.Box(
@@ -161,7 +169,10 @@ class MetaEnv(gymnasium.Env):
         self._render_data.qpos[:] = qpos[0, 0]
         self._render_data.qvel[:] = qvel[0, 0]
         mujoco.mj_forward(model, self._render_data)
-        self._renderer.update_scene(self._render_data)
+        if self.camera is None:
+            self._renderer.update_scene(self._render_data)
+        else:
+            self._renderer.update_scene(self._render_data, camera=_camera(model, self.camera))
         if "goal" in self._task:
             add_goal_marker(self._renderer.scene, self._task["goal"])
         return self._renderer.render().copy()
@@ -171,6 +182,32 @@ class MetaEnv(gymnasium.Env):
             self._renderer.close()
             self._renderer = None
         self._venv.close()
+
+
+TRACK_CAMERA = "track"
+"""``MetaEnv(..., camera="track")``: a camera that follows the robot's root body from the side."""
+
+TRACK_DISTANCE, TRACK_ELEVATION = 4.0, -20.0
+
+
+def _camera(model, camera: int | str):
+    """What ``mujoco.Renderer.update_scene`` takes for ``camera``: :data:`TRACK_CAMERA` → a
+    tracking ``MjvCamera`` on body 1 (the root), :data:`TRACK_DISTANCE` away, seen from the model's
+    default azimuth (the side, for the planar robots) and :data:`TRACK_ELEVATION` degrees; a model
+    camera's name or id as it is."""
+    import mujoco
+
+    if camera != TRACK_CAMERA:
+        names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(model.ncam)]
+        if camera not in names and camera not in range(-1, model.ncam):
+            raise ConfigError(f"camera {camera!r} is not {TRACK_CAMERA!r}, -1 (the free camera) or one of "
+                              f"this model's cameras {names} (or ids 0..{model.ncam - 1}).")
+        return camera
+    cam = mujoco.MjvCamera()
+    cam.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+    cam.trackbodyid = 1 if model.nbody > 1 else 0
+    cam.distance, cam.elevation, cam.azimuth = TRACK_DISTANCE, TRACK_ELEVATION, model.vis.global_.azimuth
+    return cam
 
 
 def _draw_point(obs: np.ndarray | None, task: Task, width: int, height: int) -> np.ndarray:

@@ -34,7 +34,7 @@ import numpy as np
 import yaml
 
 from adaptrl.algorithms import ALGORITHMS
-from adaptrl.errors import ConfigError, require_positive_int, unknown_name_error
+from adaptrl.errors import AdaptrlError, ConfigError, require_positive_int, unknown_name_error
 from adaptrl.experiment.campaign_output import count_rows, describe_run, write_outputs
 from adaptrl.experiment.campaigns import (
     DEFAULT_OUT,
@@ -334,16 +334,41 @@ def import_ray() -> Any:
     return ray
 
 
+def start_ray(ray: Any, *, workers: int, address: str | None, cpus_per_run: float) -> None:
+    """``ray.init``: a new local cluster when ``address`` is None (of ``ceil(workers × cpus_per_run)``
+    CPUs when ``workers > 1``, else all of this machine's; without the dashboard), otherwise the
+    cluster at ``address`` (``"auto"``: the one ``ray start`` started on this machine). A cluster that
+    cannot be reached is a :class:`ConfigError`."""
+    if address is None:
+        cpus = {"num_cpus": math.ceil(workers * cpus_per_run)} if workers > 1 else {}
+        ray.init(address="local", include_dashboard=False, **cpus)
+        return
+    try:
+        ray.init(address=address)
+    except (ConnectionError, ValueError) as e:
+        raise ConfigError(f"cannot connect to a Ray cluster at --ray-address {address} ({e}). Start one "
+                          f"(ray start --head) or leave out --ray-address to run on a local cluster.") from e
+
+
+def ray_failure(ray: Any, run: PlannedRun, error: Exception) -> AdaptrlError:
+    """One error naming ``run`` for the Ray ``error`` its task ended with: the run's own error
+    (its message, a :class:`ConfigError` staying one) rather than Ray's remote traceback."""
+    cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) else error
+    message = str(cause) if isinstance(cause, AdaptrlError) else f"{type(cause).__name__}: {cause}"
+    kind = ConfigError if isinstance(cause, ConfigError) else AdaptrlError
+    return kind(f"{run.title or run.label} seed {run.seed} ({run.run_dir}) failed in its Ray task: {message}")
+
+
 def run_ray(ray: Any, todo: Sequence[PlannedRun], *, workers: int, address: str | None,
             cpus_per_run: float, log: Callable[[str], None]) -> list[RunOutcome]:
     """Each run a Ray task of ``cpus_per_run`` CPUs; at most ``workers`` in flight when ``workers > 1``
     (otherwise the cluster's free CPUs decide). Tasks get absolute run paths, so on a multi-machine
-    cluster ``out`` must be on a filesystem every node shares. A local cluster started here is shut
-    down after."""
+    cluster ``out`` must be on a filesystem every node shares. Ray started here (:func:`start_ray`;
+    an already initialised Ray is used as it is) is shut down after. A run whose task fails stops the
+    campaign with one error naming it (:func:`ray_failure`); the runs still in flight are cancelled."""
     started = not ray.is_initialized()
     if started:
-        local = address is None and workers > 1
-        ray.init(address=address, **({"num_cpus": math.ceil(workers * cpus_per_run)} if local else {}))
+        start_ray(ray, workers=workers, address=address, cpus_per_run=cpus_per_run)
     try:
         task = ray.remote(num_cpus=cpus_per_run)(train_run)
         limit = workers if workers > 1 else len(todo)
@@ -357,7 +382,12 @@ def run_ray(ray: Any, todo: Sequence[PlannedRun], *, workers: int, address: str 
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 run = pending.pop(ref)
-                outcome = ray.get(ref)
+                try:
+                    outcome = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    for other in pending:
+                        ray.cancel(other)
+                    raise ray_failure(ray, run, e) from e
                 outcome.run_dir = str(run.run_dir)
                 outcomes.append(outcome)
                 log(f"{run.title or run.label} seed {run.seed}: {outcome.status} ({outcome.rows} rows)")
