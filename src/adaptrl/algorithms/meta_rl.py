@@ -12,7 +12,8 @@ iteration (ProMP Alg. 1):
 
 Its metrics are the original ProMP code's ``progress.csv`` keys (``Step_k-AverageReturn`` …,
 ``LossBefore``, ``LossAfter``, ``MeanKL``, ``KLInner``, timing keys). ``evaluate`` is meta-testing:
-fresh tasks, any number of adaptation steps, per-step returns with 95 % intervals across tasks.
+fresh tasks, any number of adaptation steps, per-step returns with 95 % intervals across tasks, with
+the training adaptation or another inner optimizer (the original meta-tester's Adam).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from adaptrl.analysis.statistics import eval_row, flatten, gradient_statistics
 from adaptrl.envs import VectorEnv, make
 from adaptrl.envs.device import CORNERS
 from adaptrl.errors import ConfigError
+from adaptrl.meta.adaptation import check_inner_options
 from adaptrl.meta.batch import StepBatch, process_trajectories, return_stats, stack_steps
 from adaptrl.meta.config import TrainConfig
 from adaptrl.meta.learner import LearnerState, MetaLearner, tree_is_finite
@@ -175,34 +177,57 @@ class MetaRL:
         return []
 
     def evaluate(self, state: LearnerState, *, tasks: int = 40, adapt_steps: int | None = None,
-                 rollouts: int | None = None, seed: int = 0) -> dict[str, Any]:
+                 rollouts: int | None = None, seed: int = 0, inner_optimizer: str = "sgd",
+                 inner_lr: float | None = None, inner_grad_norm: str | None = None) -> dict[str, Any]:
         """Meta-test on fresh tasks: adapt ``adapt_steps`` times (any K, not only the training K)
         and return per-step mean returns with 95 % Student-t confidence intervals across tasks
-        (mean ± t_(M−1)·sd/√M of the per-task mean returns; undefined, NaN, for one task)."""
+        (mean ± t_(M−1)·sd/√M of the per-task mean returns; undefined, NaN, for one task).
+
+        The adaptation is the training one unless ``inner_optimizer`` (``adam``: the original
+        meta-tester's Adam, :data:`~adaptrl.meta.adaptation.INNER_OPTIMIZERS`), ``inner_lr`` (a
+        scalar α replacing the run's) or ``inner_grad_norm`` (replacing the run's
+        ``inner_grad_norm``) say otherwise; then the report's ``adaptation`` holds the three
+        settings used (absent for the training adaptation; a value equal to the run's counts as
+        the run's)."""
         steps = self.config.inner_steps if adapt_steps is None else int(adapt_steps)
         if steps < 0:
             raise ConfigError(f"--adapt-steps must be ≥ 0, got {steps}.")
         if tasks < 1:
             raise ConfigError(f"--tasks must be ≥ 1, got {tasks}.")
+        check_inner_options(inner_optimizer, inner_lr, inner_grad_norm)
+        learned = "inner_lr" in state.meta_params
+        if inner_lr is not None and not learned and float(inner_lr) == float(self.config.inner_lr):
+            inner_lr = None  # the run's own step size: the training adaptation's code path
+        if inner_grad_norm == self.config.inner_grad_norm:
+            inner_grad_norm = None
         exp = self if rollouts is None else MetaRL.build(self.config, rollouts_per_task=rollouts)
         exp_rollouts = exp.sampler.rollouts_per_task
         try:
             task_key, sample_key = jax.random.split(jax.random.PRNGKey(seed))
             task_batch = exp.env.sample_tasks(tasks, seed=task_seed(task_key))
             result = sample_and_adapt(exp, state.meta_params, task_batch, sample_key, steps,
-                                      cv_params=state.cv_params)
+                                      cv_params=state.cv_params, inner_optimizer=inner_optimizer,
+                                      inner_lr=inner_lr, inner_grad_norm=inner_grad_norm)
         finally:
             if exp is not self:
                 exp.close()
         rows = [eval_row(k, np.asarray(traj.returns()).mean(axis=1))  # one mean return per task
                 for k, traj in enumerate(result.trajectories)]
-        return {"tasks": tasks, "adapt_steps": steps, "seed": seed, "rollouts": exp_rollouts,
-                "rows": rows, "result": result}
+        report = {"tasks": tasks, "adapt_steps": steps, "seed": seed, "rollouts": exp_rollouts,
+                  "rows": rows, "result": result}
+        if inner_optimizer != "sgd" or inner_lr is not None or inner_grad_norm is not None:
+            report["adaptation"] = {
+                "inner_optimizer": inner_optimizer,
+                "inner_lr": float(inner_lr) if inner_lr is not None else
+                ("learned" if learned else float(self.config.inner_lr)),
+                "inner_grad_norm": inner_grad_norm or self.config.inner_grad_norm}
+        return report
 
 
 def sample_and_adapt(exp: MetaRL, meta_params: dict, tasks: dict, key: jax.Array, steps: int,
                      timings: dict[str, float] | None = None, cv_params: Any = None,
-                     sim_params: Any = None, sample_final: bool = True) -> AdaptationResult:
+                     sim_params: Any = None, sample_final: bool = True, *, inner_optimizer: str = "sgd",
+                     inner_lr: float | None = None, inner_grad_norm: str | None = None) -> AdaptationResult:
     """Sample with θ_0 = θ, adapt ``steps`` times (one fresh batch per step), sample with θ_K
     (not with ``sample_final=False``: then only θ_K is wanted, ``result.task_params``).
     ``result.step_params[k]`` holds every task's θ_k, k = 0 … ``steps`` (θ_0 = θ per task).
@@ -212,11 +237,16 @@ def sample_and_adapt(exp: MetaRL, meta_params: dict, tasks: dict, key: jax.Array
 
     With a control variate (TMAML) and its ``cv_params``, every step's batch first updates the
     control variate and gets its baselines (before the inner step uses them); the updated
-    parameters are returned in the result."""
+    parameters are returned in the result.
+
+    ``inner_optimizer``, ``inner_lr`` and ``inner_grad_norm`` choose a meta-test adaptation
+    (:meth:`~adaptrl.meta.learner.MetaLearner.adapt_tasks_with`: e.g. ``adam``, its state kept per
+    task across the steps); the defaults are the training step."""
     timings = timings if timings is not None else {}
     control_variate = exp.learner.control_variate if cv_params is not None else None
     m = len(next(iter(tasks.values())))
     task_params = per_task(meta_params["policy"], m)
+    opt_state = exp.learner.init_inner_optimizer(inner_optimizer, task_params)
     result = AdaptationResult(tasks, cv_params=cv_params, step_params=[task_params])
     keys = jax.random.split(key, steps + 1)
 
@@ -238,7 +268,9 @@ def sample_and_adapt(exp: MetaRL, meta_params: dict, tasks: dict, key: jax.Array
             timed("Time-ControlVariate", start)
         if k < steps:
             start = time.perf_counter()
-            task_params = jax.block_until_ready(exp.learner.adapt_tasks(meta_params, task_params, batch))
+            task_params, opt_state = jax.block_until_ready(exp.learner.adapt_tasks_with(
+                inner_optimizer, meta_params, task_params, opt_state, batch, step_size=inner_lr,
+                grad_norm=inner_grad_norm))
             timed("Time-InnerStep", start)
             result.step_params.append(task_params)
         result.trajectories.append(traj)

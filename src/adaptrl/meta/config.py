@@ -29,6 +29,7 @@ import yaml
 
 from adaptrl import estimators, processing
 from adaptrl.errors import ConfigError, unknown_name_error
+from adaptrl.meta.adaptation import INNER_GRAD_NORMS
 from adaptrl.meta.control_variates import CONTROL_VARIATE_KINDS, CV_OPTIMIZERS
 from adaptrl.meta.learner import OUTER_OPTIMIZERS
 from adaptrl.meta.surrogates import INNER_SURROGATES, OUTER_SURROGATES
@@ -101,6 +102,7 @@ class TrainConfig:
     inner_estimator: str = "likelihood_ratio"
     inner_lr: float = 0.1
     learn_inner_lr: bool = False
+    inner_grad_norm: str = "none"  # adaptation.INNER_GRAD_NORMS; unit: θ + α⊙g/‖g‖
     # outer objective and optimizer
     outer_objective: str = "log_likelihood"
     optimizer: str = "adam"
@@ -227,6 +229,10 @@ FIELD_HELP: dict[str, str] = {
     "inner_estimator": f"inner surrogate: {INNER_SURROGATES.help()}",
     "inner_lr": "inner step size α (initial value if learned)",
     "learn_inner_lr": "learn a per-parameter step size with the outer optimizer (Meta-SGD style)",
+    "inner_grad_norm": "inner gradient normalisation: none (θ + α⊙g, the papers') or unit "
+                       "(θ + α⊙g/√(‖g‖² + ε²), ε = 1e-8, global L2 norm per task: every inner step has "
+                       "size α, so estimators of different scale, DiCE vs LVC, compare at equal "
+                       "step; the meta-gradient differentiates through it)",
     "outer_objective": f"outer surrogate: {OUTER_SURROGATES.help()}",
     "optimizer": f"outer optimizer: {OUTER_OPTIMIZERS.help()}",
     "outer_lr": "Adam learning rate β",
@@ -387,7 +393,8 @@ def validate(config: TrainConfig) -> TrainConfig:
                "optimizer": OUTER_OPTIMIZERS.names(), "baseline": tuple(processing.BASELINES),
                "loss_reduction": LOSS_REDUCTIONS, "control_variate": CONTROL_VARIATE_KINDS,
                "cv_formula": tuple(estimators.CONTROL_VARIATES), "policy": POLICIES.names(),
-               "cv_optimizer": tuple(CV_OPTIMIZERS), "trpo_curvature": TRPO_CURVATURES}
+               "cv_optimizer": tuple(CV_OPTIMIZERS), "trpo_curvature": TRPO_CURVATURES,
+               "inner_grad_norm": INNER_GRAD_NORMS}
     for name, valid in choices.items():
         value = getattr(config, name)
         if value not in valid:

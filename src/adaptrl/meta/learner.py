@@ -4,7 +4,8 @@ One iteration (ProMP Alg. 1; the RL version of MAML, Finn et al. 2017, Alg. 3):
 
 1. sample tasks; θ_0 = θ for every task;
 2. for k = 0..K−1: sample D_k with θ_k, θ_{k+1} = θ_k + α⊙∇J^inner(θ_k; D_k)
-   (:meth:`MetaLearner.adapt_tasks`, numeric, no graph kept);
+   (:meth:`MetaLearner.adapt_tasks`, numeric, no graph kept; meta-testing may use another inner
+   optimizer, :meth:`MetaLearner.adapt_tasks_with`);
 3. sample D_K with θ_K;
 4. :meth:`MetaLearner.update`: rebuild θ → θ_1 → … → θ_K differentiably on the same data and
    step the meta-parameters with the outer optimizer:
@@ -33,7 +34,7 @@ import numpy as np
 import optax
 
 from adaptrl import memory
-from adaptrl.meta.adaptation import adapt, adapt_step, mean_kl_from_old
+from adaptrl.meta.adaptation import INNER_OPTIMIZERS, adapt, adapt_step, adapt_step_with, mean_kl_from_old
 from adaptrl.meta.batch import StepBatch
 from adaptrl.meta.batch import step as batch_step
 from adaptrl.meta.control_variates import control_variate_for
@@ -140,10 +141,12 @@ class MetaLearner:
             inner_estimator=config.inner_estimator, inner_steps=config.inner_steps,
             outer_objective=config.outer_objective, clip_eps=float(config.clip_eps),
             emaml=config.emaml, reduction=config.loss_reduction,
-            control_variate=config.control_variate, cv_formula=config.cv_formula)
+            control_variate=config.control_variate, cv_formula=config.cv_formula,
+            inner_grad_norm=config.inner_grad_norm)
         self.control_variate = control_variate_for(config, obs_dim, act_dim)
         self.outer_optimizer = OUTER_OPTIMIZERS.get(config.optimizer)
         self._adapt_tasks = jax.jit(self._adapt_tasks_impl)
+        self._adapt_tasks_with: dict[tuple[str, str], Callable] = {}
         self._update = jax.jit(lambda state, batches: self.outer_optimizer.update(self, state, batches))
         self._loss_jit = jax.jit(self.loss)
         self._meta_gradient = jax.jit(jax.grad(self._objective))
@@ -207,6 +210,37 @@ class MetaLearner:
     def adapt_tasks(self, meta_params: dict, task_params: Params, batch: StepBatch) -> Params:
         """θ_{k+1} per task from θ_k (leading task axis) on step k's batch, for sampling."""
         return self._adapt_tasks(meta_params, task_params, batch)
+
+    def init_inner_optimizer(self, optimizer: str, task_params: Params) -> Any:
+        """The per-task state (leading task axis) of meta-test inner optimizer ``optimizer``
+        (:data:`~adaptrl.meta.adaptation.INNER_OPTIMIZERS`) at θ_0 = ``task_params``."""
+        return jax.vmap(INNER_OPTIMIZERS.get(optimizer).init)(task_params)
+
+    def adapt_tasks_with(self, optimizer: str, meta_params: dict, task_params: Params, opt_state: Any,
+                         batch: StepBatch, step_size: float | None = None,
+                         grad_norm: str | None = None) -> tuple[Params, Any]:
+        """``(θ_{k+1}, state_{k+1})`` per task with meta-test inner optimizer ``optimizer``
+        (:func:`~adaptrl.meta.adaptation.adapt_step_with`; evaluation only: nothing is
+        differentiated through it). ``step_size``: a scalar α replacing the run's (``None``: the
+        run's, a learned one included); ``grad_norm``: an ``inner_grad_norm`` replacing the run's.
+        ``sgd`` with the run's α and normalisation is exactly :meth:`adapt_tasks`."""
+        grad_norm = self.spec.inner_grad_norm if grad_norm is None else grad_norm
+        if optimizer == "sgd" and step_size is None and grad_norm == self.spec.inner_grad_norm:
+            return self.adapt_tasks(meta_params, task_params, batch), opt_state
+        key = (optimizer, grad_norm)
+        if key not in self._adapt_tasks_with:
+            direction = INNER_OPTIMIZERS.get(optimizer)
+            spec = self.spec._replace(inner_grad_norm=grad_norm)
+
+            def adapt_all(alpha, params, state, step_batch):
+                def one_task(p, s, b):
+                    return adapt_step_with(direction, self.policy, p, s, alpha, b, spec)
+
+                return jax.vmap(one_task)(params, state, step_batch)
+
+            self._adapt_tasks_with[key] = jax.jit(adapt_all)
+        alpha = self.step_size(meta_params) if step_size is None else float(step_size)
+        return self._adapt_tasks_with[key](alpha, task_params, opt_state, batch)
 
     # ------------------------------------------------------------------------- meta-objective
     def terms(self, meta_params: dict, batches: StepBatch) -> TaskTerms:

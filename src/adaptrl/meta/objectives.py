@@ -2,7 +2,8 @@
 
 For task i with stacked step batches D_0 … D_K (D_k sampled with θ_k):
 
-    θ_0 = θ,  θ_{k+1} = θ_k + α⊙∇J^inner(θ_k; D_k)                          (adaptation)
+    θ_0 = θ,  θ_{k+1} = θ_k + α⊙∇J^inner(θ_k; D_k)                          (adaptation;
+                                              ∇J^inner/‖∇J^inner‖ with inner_grad_norm=unit)
     J_i  = J^outer(θ_K; D_K)                                                  (post-update term)
          + [E-MAML]  Σ_{k<K} Σ_{n,t} log π_{θ_k}(a|s)·⊥R̂'_i                   (formulation II)
 
@@ -45,6 +46,7 @@ class OuterSpec(NamedTuple):
     reduction: str
     control_variate: str = "none"
     cv_formula: str = "corrected"
+    inner_grad_norm: str = "none"  # adaptation.INNER_GRAD_NORMS
 
 
 class TaskTerms(NamedTuple):
