@@ -5,7 +5,6 @@ those the sampler gives the env."""
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
 import re
@@ -31,24 +30,11 @@ from adaptrl.experiment.seeding import init_key
 from adaptrl.experiment.trainer import build_algorithm, train
 from adaptrl.policies import GaussianPolicy, init_params, make_policy, per_task
 from adaptrl.sampling import Sampler
+from test_rendering import HAVE_EGL, HAVE_OSMESA
 
 ROOT = Path(__file__).resolve().parents[1]
 HORIZON = 8
 QUIET = dict(show_progress=False, tensorboard=False, make_plots=False)
-
-
-def _loadable(*names: str) -> bool:
-    for name in names:
-        try:
-            ctypes.CDLL(name)
-            return True
-        except OSError:
-            pass
-    return False
-
-
-HAVE_EGL = _loadable("libEGL.so.1", "libEGL.so")
-HAVE_OSMESA = _loadable("libOSMesa.so.8", "libOSMesa.so.6", "libOSMesa.so")
 
 
 def read_frames(path: Path) -> np.ndarray:
