@@ -46,6 +46,7 @@ from adaptrl.envs import is_single_task
 from adaptrl.envs.base import Task, unstack_tasks
 from adaptrl.envs.gym_env import TRACK_CAMERA, MetaEnv
 from adaptrl.errors import ConfigError
+from adaptrl.experiment.evaluation import check_eval_memory
 from adaptrl.experiment.rundir import load_run_config
 from adaptrl.experiment.trainer import build_algorithm, restore
 from adaptrl.meta.config import TrainConfig
@@ -201,15 +202,6 @@ def adapted_params(algorithm: MetaRL, meta_params: dict, tasks: dict, key: jax.A
     policy is not sampled with (only its parameters are needed)."""
     result = sample_and_adapt(algorithm, meta_params, tasks, key, steps, sample_final=False)
     return result.step_params
-
-
-def check_video_memory(algorithm: MetaRL, *, tasks: int, adapt_steps: int) -> None:
-    """A :class:`ConfigError` before anything is sampled when adapting on ``tasks`` tasks would not
-    fit in memory (the meta-test's estimate, phase ``eval``; :func:`adaptrl.memory.check_fits`)."""
-    shape = algorithm.learner.batch_shape(tasks=tasks, rollouts=algorithm.sampler.rollouts_per_task,
-                                          horizon=algorithm.sampler.horizon, inner_steps=adapt_steps)
-    memory.check_fits(shape, "eval", request=f"adaptrl video --tasks {tasks}", vary="tasks",
-                      label="--tasks", alternatives="--adapt-steps")
 
 
 def task_params(params: Params, index: int) -> Params:
@@ -383,7 +375,8 @@ def make_videos(run_dir: str | Path, *, tasks: int = 2, adapt_steps: int | None 
         config, algorithm, state, meta = load_meta_run(run_dir, config)
         try:
             steps = config.inner_steps if adapt_steps is None else int(adapt_steps)
-            check_video_memory(algorithm, tasks=int(tasks), adapt_steps=steps)
+            check_eval_memory(algorithm, tasks=int(tasks), adapt_steps=steps, command="adaptrl video",
+                              alternatives="--adapt-steps")
             seed = config.seed + EVAL_SEED_OFFSET if seed is None else int(seed)
             task_key, sample_key = jax.random.split(jax.random.PRNGKey(seed))
             task_batch = algorithm.env.sample_tasks(int(tasks), seed=task_seed(task_key))

@@ -72,10 +72,12 @@ def evaluate(run_dir: str | Path, *, tasks: int = 40, adapt_steps: int | None = 
 
 
 def check_eval_memory(algorithm: Any, *, tasks: int, adapt_steps: int | None = None,
-                      rollouts: int | None = None) -> None:
+                      rollouts: int | None = None, command: str = "adaptrl eval",
+                      alternatives: str = "--rollouts or --adapt-steps") -> None:
     """A :class:`ConfigError` before anything is sampled when meta-testing ``tasks`` tasks would not
     fit in memory: K + 1 sampling rounds of ``tasks × rollouts × horizon`` held together, and the
     adaptation steps between them (:func:`adaptrl.memory.estimate_batch_bytes`, phase ``eval``).
+    ``command`` and ``alternatives`` word the message (``adaptrl video`` adapts the same way).
     Algorithms other than gradient-based meta-RL are left to the sampler's own check."""
     if not isinstance(algorithm, MetaRL):
         return
@@ -85,8 +87,8 @@ def check_eval_memory(algorithm: Any, *, tasks: int, adapt_steps: int | None = N
     shape = algorithm.learner.batch_shape(
         tasks=tasks, rollouts=rollouts or algorithm.sampler.rollouts_per_task,
         horizon=algorithm.sampler.horizon, inner_steps=steps)
-    memory.check_fits(shape, "eval", request=f"adaptrl eval --tasks {tasks}", vary="tasks", label="--tasks",
-                      alternatives="--rollouts or --adapt-steps")
+    memory.check_fits(shape, "eval", request=f"{command} --tasks {tasks}", vary="tasks", label="--tasks",
+                      alternatives=alternatives)
 
 
 ADAPTATION_KEYS = ("inner_optimizer", "inner_lr", "inner_grad_norm")
