@@ -217,6 +217,22 @@ def test_conflicting_config_is_an_error(reproduced, registered):
     assert {run.status for run in planned} == {"done"}
 
 
+def test_runs_left_out_by_only_may_have_any_length(reproduced, registered, tmp_path):
+    """`--only lvc-vpg` at another scale trains lvc-vpg; the promp runs of the other scale are
+    only drawn, so their length is no conflict (before, they blocked the command)."""
+    out = tmp_path / "copy"
+    shutil.copytree(reproduced["out"] / "tiny", out / "tiny")
+    for seed in (0, 1):
+        shutil.rmtree(out / "tiny" / f"lvc-vpg-s{seed}")
+    with pytest.raises(ConfigError, match=r"promp-s0 holds a run of another configuration"):
+        plan_experiment("tiny", seeds=2, scale=1.0, out=out)
+    planned = plan_experiment("tiny", seeds=2, scale=1.0, out=out, train_labels=["lvc-vpg"])
+    assert [(run.label, run.status, run.rows) for run in planned] == [
+        ("promp", "done", 2), ("lvc-vpg", "new", 0), ("promp", "done", 2), ("lvc-vpg", "new", 0)]
+    with pytest.raises(ConfigError, match=r"promp-s0 holds a run of another configuration"):
+        plan_experiment("tiny", seeds=2, scale=1.0, out=out, train_labels=["promp"])
+
+
 def test_progress_without_checkpoint_blocks(reproduced, registered, tmp_path):
     run_dir = tmp_path / "tiny" / "promp-s0"
     shutil.copytree(reproduced["out"] / "tiny" / "promp-s0", run_dir)

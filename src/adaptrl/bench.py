@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adaptrl.envs import DeviceVectorEnv, HostVectorEnv, canonical_name, make
+from adaptrl.envs import DeviceVectorEnv, HostVectorEnv, canonical_name, family_horizon, make
 from adaptrl.envs.base import env_action
 from adaptrl.envs.mujoco_families import FAMILIES as MUJOCO_FAMILIES
 from adaptrl.errors import ConfigError, require_positive_int
@@ -340,3 +340,63 @@ def models_benchmark(env_name: str, *, members: int = 5, hidden_sizes: tuple[int
         "planner_calls_per_s": 1.0 / plan_s,
         "planner_env_steps_per_s": plan_envs / plan_s,
     }
+
+
+META_ITERATION_TIMES = ("Time-Sampling", "Time-InnerStep", "Time-SampleProc", "Time-OuterStep", "ItrTime")
+"""The progress columns :func:`meta_iteration_benchmark` reports (medians over the timed iterations)."""
+
+
+def meta_iteration_seconds(algo: str, env_name: str, *, backend: str = "native", preset: str = "paper",
+                           iterations: int = 3, overrides: dict[str, Any] | None = None,
+                           progress: Callable[[str], None] | None = None) -> dict[str, float]:
+    """Median seconds of the parts of a meta-iteration (:data:`META_ITERATION_TIMES`) over
+    iterations 2..``iterations`` of a real training run (the first compiles and is dropped), in a
+    temporary run directory, with the environment on ``backend`` (``"native"`` or ``"mjx"``)."""
+    import dataclasses
+    import tempfile
+
+    from adaptrl.experiment.config import build_config
+    from adaptrl.experiment.trainer import train
+
+    iterations = require_positive_int("iterations", iterations)
+    if iterations < 2:
+        raise ConfigError(f"iterations must be at least 2 (the first compiles and is not timed), got "
+                          f"{iterations}.")
+    settings = dict(overrides or {})
+    settings["iterations"] = iterations
+    config = build_config(algo, env_name, preset=preset, overrides=settings)
+    if backend != "native":
+        config = dataclasses.replace(config, env_options={**config.env_options, "backend": backend})
+    (progress or (lambda msg: None))(f"{algo} on {env_name} ({backend}): {iterations} iterations")
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = train(config, tmp, show_progress=False, tensorboard=False, make_plots=False).rows[1:]
+    out = {key: statistics.median(float(r[key]) for r in rows) for key in META_ITERATION_TIMES}
+    out["update"] = out["Time-OuterStep"] + out["Time-InnerStep"] + out["Time-SampleProc"]
+    horizon = config.horizon or int(config.env_options.get("horizon") or family_horizon(config.env))
+    out["batch"] = f"{config.tasks_per_iter} tasks × {config.rollouts_per_task} rollouts × {horizon} steps"
+    return out
+
+
+def meta_iteration_benchmark(algo: str, env_name: str, *, backend: str = "native",
+                             reference: str | None = "native", preset: str = "paper", iterations: int = 3,
+                             overrides: dict[str, Any] | None = None,
+                             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Seconds per meta-iteration of ``algo`` on ``env_name`` with the environment on ``backend``
+    and, in the same process, on ``reference`` (None: no reference), at the same configuration;
+    ``ratio`` = reference seconds / backend seconds (> 1: the backend is faster)."""
+    import platform
+
+    result: dict[str, Any] = {
+        "algo": algo, "env": canonical_name(env_name), "preset": preset, "iterations": iterations,
+        "machine": platform.processor() or platform.machine(), "devices": [str(d) for d in jax.devices()],
+        "backend": backend, "reference": reference,
+    }
+    result["backend_times"] = meta_iteration_seconds(algo, env_name, backend=backend, preset=preset,
+                                                     iterations=iterations, overrides=overrides,
+                                                     progress=progress)
+    if reference is not None and reference != backend:
+        result["reference_times"] = meta_iteration_seconds(algo, env_name, backend=reference, preset=preset,
+                                                           iterations=iterations, overrides=overrides,
+                                                           progress=progress)
+        result["ratio"] = result["reference_times"]["ItrTime"] / result["backend_times"]["ItrTime"]
+    return result

@@ -217,7 +217,10 @@ class Sampler:
         tasks = self.check(params, tasks)
         self._check_memory(num_tasks(tasks))
         if self._device_rollout is not None:
-            env_tasks = {k: jnp.asarray(v) for k, v in tasks.items()}
+            if hasattr(self.simulator, "prepare_tasks"):  # per-task constants computed on the host
+                env_tasks = self.simulator.prepare_tasks(tasks)
+            else:
+                env_tasks = {k: jnp.asarray(v) for k, v in tasks.items()}
             if sim_params is None:
                 sim_params = self.simulator.default_params()
             start = time.perf_counter()

@@ -61,7 +61,65 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     models.add_argument("--seed", type=int, default=0)
     models.add_argument("--json", action="store_true", help="print one JSON object")
     models.set_defaults(func=run_models)
+    meta = benchmarks.add_parser("meta-iteration", help="seconds per meta-iteration, native MuJoCo vs MJX",
+                                 description=(
+        "Train ITERATIONS meta-iterations of ALGO on ENV (default: ProMP at the paper's batch on "
+        "HalfCheetahRandDirec) with the environment on --backend, then the same configuration on "
+        "--reference in the same process, and report the medians of iterations 2.. (the first "
+        "compiles): sampling, inner step, processing, outer step and the whole iteration, and the "
+        "ratio reference / backend. --backend mjx runs the MuJoCo families on MJX (pip install "
+        "'adaptrl[gpu]' on a GPU machine; on CPU it works but is slower than native MuJoCo)."))
+    meta.add_argument("--algo", default="promp", help="algorithm (default promp)")
+    meta.add_argument("--env", default="HalfCheetahRandDirec",
+                      help="task family (default HalfCheetahRandDirec)")
+    meta.add_argument("--backend", default="native", choices=("native", "mjx"),
+                      help="simulator of the timed run (default native)")
+    meta.add_argument("--reference", default="native", choices=("native", "mjx", "none"),
+                      help="simulator of the reference run in the same process (default native; none: "
+                           "no reference)")
+    meta.add_argument("--preset", default="paper", choices=("default", "paper"),
+                      help="settings preset (default paper)")
+    meta.add_argument("--iterations", type=int, default=3,
+                      help="iterations per run, the first is not timed (default 3)")
+    meta.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a setting of both runs (repeatable; see adaptrl train --help)")
+    meta.add_argument("--json", action="store_true", help="print one JSON object")
+    meta.set_defaults(func=run_meta_iteration)
     return bench
+
+
+def run_meta_iteration(args: argparse.Namespace) -> None:
+    """Run the meta-iteration benchmark and print its table (or one JSON object)."""
+    from rich.console import Console
+
+    from adaptrl.bench import meta_iteration_benchmark
+    from adaptrl.experiment.config import parse_set
+
+    overrides = parse_set(args.set)
+    reference = None if args.reference == "none" else args.reference
+
+    def measure(progress: Any = None) -> dict[str, Any]:
+        return meta_iteration_benchmark(args.algo, args.env, backend=args.backend, reference=reference,
+                                        preset=args.preset, iterations=args.iterations,
+                                        overrides=overrides, progress=progress)
+
+    r = _measure(args, measure)
+    if r is None:
+        return
+    out = Console()
+    runs = [(r["backend"], r["backend_times"])]
+    if "reference_times" in r:
+        runs.append((r["reference"], r["reference_times"]))
+    out.print(f"[bold]{r['algo']}[/bold] on {r['env']} (--preset {r['preset']}, "
+              f"{runs[0][1]['batch']}); devices {', '.join(r['devices'])}; medians of iterations "
+              f"2..{r['iterations']}")
+    out.print("| simulator | sampling s | inner step s | processing s | outer step s | iteration s |")
+    out.print("|---|---|---|---|---|---|")
+    for name, t in runs:
+        out.print(f"| {name} | {t['Time-Sampling']:.2f} | {t['Time-InnerStep']:.3f} | "
+                  f"{t['Time-SampleProc']:.3f} | {t['Time-OuterStep']:.2f} | {t['ItrTime']:.2f} |")
+    if "ratio" in r:
+        out.print(f"{r['reference']} / {r['backend']} seconds per iteration: {r['ratio']:.2f}")
 
 
 def run_models(args: argparse.Namespace) -> None:

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> None:
     check_scale(args.scale)
     if args.dry_run:
         planned = plan_experiment(exp.name, seeds=seeds, scale=args.scale, out=args.out, overrides=overrides,
-                                  envs=env_list)
+                                  envs=env_list, train_labels=labels)
         print(format_plan(exp, [item for item in planned if item.label in labels], args.out))
         return
     if args.plot_only:

@@ -13,7 +13,9 @@ Options every family takes: ``normalize_actions`` (the original's ±10 action bo
 :func:`adaptrl.envs.base.env_action`; on by default for the MuJoCo task families and the point
 task families, off for the 1-D envs and the single-task environments) and ``horizon`` (the default
 trajectory length ``spec.horizon``, which the sampler uses; a positive integer, default the
-family's, e.g. ``make("HalfCheetah", horizon=1000)``). Host families also take ``num_threads``.
+family's, e.g. ``make("HalfCheetah", horizon=1000)``). MuJoCo families also take ``num_threads``
+and ``backend`` (``"native"``, the default, or ``"mjx"``: MuJoCo's JAX implementation, which runs
+whole rollouts on an accelerator; :mod:`adaptrl.envs.mjx`).
 Task options are per family (``adaptrl envs``).
 """
 
@@ -32,7 +34,7 @@ from adaptrl.envs.host import HostVectorEnv
 from adaptrl.envs.mujoco_families import ALIASES, MujocoFamily
 from adaptrl.envs.mujoco_families import FAMILIES as MUJOCO_FAMILIES
 from adaptrl.envs.mujoco_families import SINGLE_TASK_FAMILIES as MUJOCO_SINGLE_TASK
-from adaptrl.errors import unknown_name_error
+from adaptrl.errors import ConfigError, unknown_name_error
 
 VectorEnv = HostVectorEnv | DeviceVectorEnv
 
@@ -94,10 +96,24 @@ def is_single_task(name: str) -> bool:
 
 
 def make(name: str, **options: Any) -> VectorEnv:
-    """The vectorised environment of family ``name`` with ``options`` (see module docstring)."""
+    """The vectorised environment of family ``name`` with ``options`` (see module docstring).
+
+    MuJoCo families take ``backend``: ``"native"`` (default, :class:`HostVectorEnv`) or ``"mjx"``
+    (:class:`adaptrl.envs.mjx.MjxVectorEnv`, MuJoCo's JAX implementation on the device)."""
     name = canonical_name(name)
+    backend = options.pop("backend", "native")
     if name in _HOST:
+        if backend == "mjx":
+            from adaptrl.envs.mjx import MjxVectorEnv
+
+            return MjxVectorEnv(_HOST[name], **options)
+        if backend != "native":
+            raise ConfigError(f"{name}: backend must be 'native' (MuJoCo in C threads, the default) "
+                              f"or 'mjx' (MuJoCo's JAX implementation, on the device), got {backend!r}.")
         return HostVectorEnv(_HOST[name], **options)
+    if backend != "native":
+        raise ConfigError(f"{name}: the backend option is for the MuJoCo families; {name} is "
+                          f"always simulated in JAX (got backend={backend!r}).")
     return DeviceVectorEnv(_DEVICE[name], **options)
 
 

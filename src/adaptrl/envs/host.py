@@ -124,33 +124,42 @@ class MujocoPhysics:
     def observe(self, qpos: np.ndarray, qvel: np.ndarray, ctrl: np.ndarray):
         """Observations ``[B, obs_dim]`` and tracked-point positions ``[B, 2]``."""
         kin = self.kinematics(qpos, qvel) if self.needs_kinematics else {}
-        parts = []
-        for part in self.family.obs_parts:
-            if part == "qpos":
-                parts.append(qpos)
-            elif part == "qpos[1:]":
-                parts.append(qpos[:, 1:])
-            elif part == "qpos[2:]":
-                parts.append(qpos[:, 2:])
-            elif part == "qvel":
-                parts.append(qvel)
-            elif part == "clip(qvel)":
-                parts.append(np.clip(qvel, -QVEL_CLIP, QVEL_CLIP))
-            elif part in ("cinert", "cvel"):
-                parts.append(kin[part])
-            elif part == "qfrc_actuator":
-                parts.append(ctrl @ self.actuator_to_qfrc)
-            else:  # pragma: no cover - family definitions are static
-                raise AssertionError(part)
-        obs = np.concatenate(parts, axis=-1)
-        tracked = self.family.tracked_point
-        if tracked == "root_x":
-            point = np.stack([qpos[:, 0], np.zeros(qpos.shape[0])], axis=-1)
-        elif tracked == "root_xy":
-            point = qpos[:, :2].copy()
-        else:
-            point = kin["com"][:, :2]
-        return obs, point
+        return read_observation(np, self.family, qpos, qvel, ctrl, kin, self.actuator_to_qfrc)
+
+
+def read_observation(xp, family: MujocoFamily, qpos, qvel, ctrl, kinematics: dict,
+                     actuator_to_qfrc=None):
+    """``(obs [B, obs_dim], tracked point [B, 2])`` of ``family`` from batched ``qpos``/``qvel``,
+    the control ``ctrl`` (for ``qfrc_actuator = ctrl @ G``) and, for the parts that need them,
+    MuJoCo's ``cinert``/``cvel``/``com`` (``kinematics``). ``xp`` is numpy (host simulator) or
+    ``jax.numpy`` (:mod:`adaptrl.envs.mjx`)."""
+    parts = []
+    for part in family.obs_parts:
+        if part == "qpos":
+            parts.append(qpos)
+        elif part == "qpos[1:]":
+            parts.append(qpos[:, 1:])
+        elif part == "qpos[2:]":
+            parts.append(qpos[:, 2:])
+        elif part == "qvel":
+            parts.append(qvel)
+        elif part == "clip(qvel)":
+            parts.append(xp.clip(qvel, -QVEL_CLIP, QVEL_CLIP))
+        elif part in ("cinert", "cvel"):
+            parts.append(kinematics[part])
+        elif part == "qfrc_actuator":
+            parts.append(ctrl @ actuator_to_qfrc)
+        else:  # pragma: no cover - family definitions are static
+            raise AssertionError(part)
+    obs = xp.concatenate(parts, axis=-1)
+    tracked = family.tracked_point
+    if tracked == "root_x":
+        point = xp.stack([qpos[:, 0], xp.zeros_like(qpos[:, 0])], axis=-1)
+    elif tracked == "root_xy":
+        point = qpos[:, :2] * 1.0
+    else:
+        point = kinematics["com"][:, :2]
+    return obs, point
 
 
 class HostVectorEnv:

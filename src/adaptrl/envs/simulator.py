@@ -16,6 +16,10 @@ Two kinds of simulator implement them (docs/architecture.md):
   also takes ``sim_params`` because a learned model's start-state distribution (a pool of real
   start states) is part of its parameters.
   ``action`` is always the *policy* action; the simulator rescales and clips it.
+  Optional: ``prepare_tasks(tasks) -> dict`` turns a host task batch into the task entries the
+  pure functions take, once per batch (the MJX simulator adds the constants MuJoCo derives from a
+  RandParams task's physics parameters, :mod:`adaptrl.envs.mjx`); without it the entries are the
+  task arrays themselves.
 
 * :class:`VectorSimulator` — the batched host protocol: ``reset(tasks, rollouts_per_task, seed)``
   and ``step(actions)`` on ``[tasks M, rollouts R, ...]`` numpy arrays. Native MuJoCo

@@ -273,11 +273,15 @@ def inspect_run(run_dir: Path, config: TrainConfig, full_iterations: int | None,
 
 def plan_experiment(name: str, *, seeds: int | Sequence[int] | None = None, scale: float = 1.0,
                     out: str | Path = DEFAULT_OUT, overrides: Mapping[str, Any] | None = None,
-                    ignore_iterations: bool = False, envs: Sequence[str] | None = None) -> list[PlannedRun]:
+                    ignore_iterations: bool = False, envs: Sequence[str] | None = None,
+                    train_labels: Sequence[str] | None = None,
+                    train_envs: Sequence[str] | None = None) -> list[PlannedRun]:
     """Every run of reproduction ``name`` (all labels of the environments ``envs``, default all;
     seed-major order) with its config, folder, equivalent command and status. Raises
     :class:`ConfigError` when a folder holds a run of another configuration (with
-    ``ignore_iterations``, runs of any length count as this recipe)."""
+    ``ignore_iterations``, runs of any length count as this recipe). Runs outside
+    ``train_labels`` × ``train_envs`` (when given; ``--only``, ``--envs``) are not trained, only
+    drawn, so for them too a run of any length counts."""
     exp = get_experiment(name)
     seed_list = resolve_seeds(seeds, exp.seeds)
     env_list = select_envs(exp, envs)
@@ -291,7 +295,9 @@ def plan_experiment(name: str, *, seeds: int | Sequence[int] | None = None, scal
                 n = iterations[env, spec.label]
                 config = run_config(exp, spec, seed, n, overrides, env)
                 run_dir = run_dir_of(out, exp, spec.label, seed, env)
-                status, rows = inspect_run(run_dir, config, exp.iterations, ignore_iterations)
+                trained = ((train_labels is None or spec.label in train_labels)
+                           and (train_envs is None or env in train_envs))
+                status, rows = inspect_run(run_dir, config, exp.iterations, ignore_iterations or not trained)
                 command = train_command(exp, spec, seed, n, overrides, run_dir, env)
                 title = f"{spec.label} on {env}" if len(exp.envs) > 1 else spec.label
                 planned.append(PlannedRun(spec.label, spec.algo, seed, config, run_dir, status, rows, command,
@@ -421,7 +427,8 @@ def run_experiment(name: str, *, seeds: int | Sequence[int] | None = None, scale
     ray = import_ray() if use_ray or workers > 1 else None
     log = log or (lambda message: None)
     env_list = select_envs(exp, envs)
-    planned = plan_experiment(name, seeds=seeds, scale=scale, out=out, overrides=overrides)
+    planned = plan_experiment(name, seeds=seeds, scale=scale, out=out, overrides=overrides,
+                              train_labels=labels, train_envs=env_list)
     selected = [run for run in planned if run.label in labels and run.env in env_list]
     stalled = [run for run in selected if run.status == "stalled"]
     if stalled:
