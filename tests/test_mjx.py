@@ -26,7 +26,7 @@ from adaptrl.sampling import Sampler
 
 TOLERANCE = 1e-3
 """Largest relative difference of observations and rewards over 10 control steps (float32 MJX
-against float64 native MuJoCo; measured: at most 3e-4, docs/environments.md)."""
+against float64 native MuJoCo; measured: at most 1.7e-4, docs/environments.md)."""
 
 PLANAR = ["HalfCheetahRandVel", "Walker2DRandDirec", "Walker2DRandVel", "SwimmerRandVel",
           "Walker2DRandParams", "HalfCheetah", "Walker2D", "Hopper", "Swimmer", "HalfCheetahRandDirec"]

@@ -28,6 +28,7 @@ from adaptrl.models.simulator import (
     ModelSimulator,
     ModelVectorEnv,
     TrueDynamics,
+    balanced_members,
     model_sim_params,
 )
 from adaptrl.plots import read_progress
@@ -107,6 +108,26 @@ def test_step_rand_chooses_members_uniformly_and_independently():
     joint = np.histogram2d(chosen[0], chosen[1], bins=k)[0]
     assert stats.chi2_contingency(joint).pvalue > 1e-3
     assert (chosen[0] != chosen[1]).mean() > 0.7  # not the same member again
+
+
+def test_step_rand_balanced_path_predicts_with_the_drawn_members():
+    """step_rand with the batch a multiple of K: every row's next state is its drawn member's
+    prediction (as evaluating every member and selecting), each member gets exactly N/K rows."""
+    spec = ens.EnsembleSpec(obs_dim=2, act_dim=2, members=3, hidden_sizes=(16,))
+    model = ens.init_ensemble(spec, jax.random.PRNGKey(3))
+    _, sim = point2d_model_sim(EnsembleDynamics(spec), member_choice="step_rand")
+    n = 12
+    obs = jax.random.normal(jax.random.PRNGKey(4), (n, 2))
+    act = 0.05 * jax.random.normal(jax.random.PRNGKey(5), (n, 2))
+    params = model_sim_params(model, np.zeros((1, 2)), np.full(2, -1e6), np.full(2, 1e6), 3)
+    key = jax.random.PRNGKey(6)
+    state, _, _ = sim.step_batch(params, SimState(obs, {"member": jnp.zeros(n, jnp.int32)}), act, key,
+                                 rollouts=n)
+    members = np.asarray(balanced_members(jax.random.split(key, 3)[2], n, 3))
+    assert np.bincount(members, minlength=3).tolist() == [4, 4, 4]
+    every = ens.next_obs_all(spec, model, obs, jnp.clip(act, -0.1, 0.1))
+    np.testing.assert_allclose(np.asarray(state.obs), np.asarray(every[members, jnp.arange(n)]),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_task_member_choice_grouped_fast_path_equals_the_general_path():

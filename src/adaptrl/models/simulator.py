@@ -15,7 +15,9 @@ An imagined transition from state s under policy action a:
 
 Member choice k (thesis §4.2, §5.2.3): ``task`` — task i uses member i mod K for the whole
 rollout (MB-MPO); ``step_rand`` — a uniformly random member at every step for every rollout
-(ME-TRPO's ``step_rand``); ``mean`` — the ensemble mean (an ablation).
+(ME-TRPO's ``step_rand``; when the batch divides by K, drawn as a random balanced assignment,
+:func:`balanced_members`, which costs one member per row instead of all K); ``mean`` — the
+ensemble mean (an ablation).
 
 Start states come from a pool of real states in the parameters (``start_obs``; the real
 initial-state distribution when filled with real ``reset`` observations, or states from the
@@ -44,6 +46,16 @@ from adaptrl.errors import ConfigError, require_positive_int
 from adaptrl.models import ensemble as ens
 
 MEMBER_CHOICES = ("task", "step_rand", "mean")
+
+
+def balanced_members(key: jax.Array, n: int, k_members: int) -> jax.Array:
+    """``step_rand``'s members for ``n`` rows (``n`` a multiple of K): a uniformly random balanced
+    assignment, row ``order[j]`` ↦ member ``j // (n/K)`` with ``order`` a random permutation. Each
+    row's member is uniform on 1..K and independent of the previous step's (a fresh permutation
+    per step); exactly n/K rows go to each member, so the step costs one member's forward pass
+    per row instead of K."""
+    order = jax.random.permutation(key, n)
+    return jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32) // (n // k_members))
 
 
 class Dynamics(Protocol):
@@ -186,6 +198,15 @@ class ModelSimulator:
                 jnp.arange(k_members), by_member(obs), by_member(env_act), member_keys)
             next_obs = back(grouped_next)
             members = (jnp.arange(n) // rollouts) % k_members
+        elif self.member_choice == "step_rand" and grouped and n % k_members == 0:
+            # a balanced draw: each member predicts n/K random rows (one matmul per member)
+            order = jax.random.permutation(member_key, n)
+            member_keys = jax.random.split(predict_key, k_members)
+            grouped_next = jax.vmap(lambda k, o, a, kk: self.dynamics.member_next(model, k, o, a, kk))(
+                jnp.arange(k_members), obs[order].reshape(k_members, n // k_members, -1),
+                env_act[order].reshape(k_members, n // k_members, -1), member_keys)
+            next_obs = jnp.zeros_like(obs).at[order].set(grouped_next.reshape(n, -1))
+            members = balanced_members(member_key, n, k_members)
         else:
             every = self.dynamics.all_next(model, obs, env_act, predict_key)  # [K, N, obs]
             if self.member_choice == "mean":
