@@ -163,6 +163,16 @@ def flat_step_actions(family: str, shape: tuple[int, int] | None, act_dim: int, 
     return actions.reshape(-1, act_dim)
 
 
+def running_step_actions(family: str, shape: tuple[int, int] | None, act_dim: int, actions,
+                         active: np.ndarray) -> np.ndarray:
+    """:func:`flat_step_actions` for a simulator that steps every environment: the running
+    ones' actions must be finite, the finished ones' are replaced by zeros."""
+    flat = flat_step_actions(family, shape, act_dim, actions)
+    if not np.all(np.isfinite(flat[active])):
+        raise ConfigError(f"{family}: non-finite actions; the policy produced NaN or inf.")
+    return np.where(active[:, None], flat, 0.0)
+
+
 def unit_directions(rng: np.random.Generator, n: int) -> np.ndarray:
     """``n`` unit vectors in the plane: a standard normal draw normalised to length one
     (as the original AntRandDirec2D / HumanoidRandDirec2D; the angle is uniform on [0, 2π))."""

@@ -53,9 +53,9 @@ from adaptrl.envs.base import (
     Tasks,
     check_tasks,
     env_action,
-    flat_step_actions,
     merge_task_options,
     num_tasks,
+    running_step_actions,
     signs,
 )
 from adaptrl.envs.mujoco_families import SINGLE_TASK_KEY, single_tasks
@@ -323,6 +323,7 @@ class DeviceVectorEnv:
             lambda obs, action, task: _drop_key_step(sim, obs, action, task)))
         self._shape: tuple[int, int] | None = None
         self.diverged_total = 0
+        self._active: np.ndarray | None = None
 
     def reward(self, obs, action, next_obs, task):
         """Reward from ``(obs, env action, next_obs)`` (:meth:`FamilySimulator.reward`)."""
@@ -359,11 +360,8 @@ class DeviceVectorEnv:
 
     def step(self, actions: np.ndarray):
         """Vector-protocol step (see :meth:`adaptrl.envs.host.HostVectorEnv.step`)."""
-        flat = flat_step_actions(self.family.name, self._shape, self.spec.act_dim, actions)
+        flat = running_step_actions(self.family.name, self._shape, self.spec.act_dim, actions, self._active)
         m, r = self._shape
-        if not np.all(np.isfinite(flat[self._active])):
-            raise ConfigError(f"{self.family.name}: non-finite actions; the policy produced NaN or inf.")
-        flat = np.where(self._active[:, None], flat, 0.0)
         next_obs, reward, done = self._batched_step(self._obs, jnp.asarray(flat), self._env_tasks)
         was_active = self._active.copy()
         reward = np.where(was_active, np.asarray(reward), 0.0)

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adaptrl.envs.base import EnvSpec, Tasks, check_tasks, env_action, flat_step_actions, num_tasks
+from adaptrl.envs.base import EnvSpec, Tasks, check_tasks, env_action, num_tasks, running_step_actions
 from adaptrl.envs.host import HostVectorEnv, MujocoPhysics, read_observation
 from adaptrl.envs.mujoco_families import ALIASES, MujocoFamily
 from adaptrl.envs.mujoco_families import FAMILIES as MUJOCO_FAMILIES
@@ -266,6 +266,7 @@ class MjxVectorEnv:
         self._step = jax.jit(jax.vmap(sim.step, in_axes=(None, 0, 0, None)))
         self.diverged_total = 0
         self._shape: tuple[int, int] | None = None
+        self._active: np.ndarray | None = None
 
     def _sim_params(self) -> dict:
         return self.simulator.default_params()
@@ -314,11 +315,8 @@ class MjxVectorEnv:
 
     def step(self, actions: np.ndarray):
         """Vector-protocol step (see :meth:`adaptrl.envs.host.HostVectorEnv.step`)."""
-        flat = flat_step_actions(self.family.name, self._shape, self.spec.act_dim, actions)
+        flat = running_step_actions(self.family.name, self._shape, self.spec.act_dim, actions, self._active)
         m, r = self._shape
-        if not np.all(np.isfinite(flat[self._active])):
-            raise ConfigError(f"{self.family.name}: non-finite actions; the policy produced NaN or inf.")
-        flat = np.where(self._active[:, None], flat, 0.0)
         states, reward, done = self._step(self._sim_params(), self._states, jnp.asarray(flat),
                                           jax.random.PRNGKey(0))
         was_active = self._active.copy()

@@ -195,8 +195,11 @@ class MetaLearner:
         k = self.config.inner_steps
         cv_params = {} if self.control_variate is None else \
             self.control_variate.init(jax.random.fold_in(key, 1))
-        return LearnerState(meta_params, self.outer_optimizer.init(self.config, meta_params),
-                            jnp.full((k,), self.config.kl_coef, jnp.float32), cv_params)
+        state = LearnerState(meta_params, self.outer_optimizer.init(self.config, meta_params),
+                             jnp.full((k,), self.config.kl_coef, jnp.float32), cv_params)
+        # committed to the default device, as every later state (an update's output) is: jit keys
+        # its compiled programs on that, so iteration 1 would otherwise compile them all again
+        return jax.device_put(state, jax.devices()[0])
 
     def step_size(self, meta_params: dict) -> Any:
         """α: the learned per-parameter pytree, or the configured scalar."""
