@@ -110,12 +110,31 @@ def test_sample_writes_csv_and_png(tmp_path, capsys, monkeypatch):
     assert image[..., :3].std() > 0
 
 
+def test_bench_meta_iteration_reports_both_runs(capsys):
+    """On Point1D with --reference equal to --backend (both native) one run is made: the medians
+    of iteration 2 onwards, with ``update`` the sum of its parts, and no ratio."""
+    argv = ["bench", "meta-iteration", "--env", "Point1D", "--preset", "default", "--iterations", "2",
+            "--set", "tasks_per_iter=2", "--set", "rollouts_per_task=2", "--json"]
+    assert main(argv) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["backend"] == r["reference"] == "native" and "ratio" not in r  # same simulator: no second run
+    times = r["backend_times"]
+    assert times["ItrTime"] >= times["Time-Sampling"] > 0
+    assert times["batch"].startswith("2 tasks × 2 rollouts")
+    assert times["update"] == pytest.approx(times["Time-OuterStep"] + times["Time-InnerStep"]
+                                            + times["Time-SampleProc"])
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["bench", "sampler", "--env", "HalfCheetahRandDir"], "Did you mean 'HalfCheetahRandDirec'"),
         (["bench", "sampler", "--tasks", "0"], "--tasks must be a positive integer"),
         (["bench", "sampler", "--env", "PointCorners", "--threads", "2"], "--threads applies"),
+        (["bench", "meta-iteration", "--env", "Point1D", "--iterations", "1"],
+         "iterations must be at least 2 (the first compiles"),
+        (["bench", "meta-iteration", "--env", "PointCorners", "--backend", "mjx", "--preset", "default"],
+         "the backend option is for the MuJoCo families"),
         (["sample", "--rollouts", "-3"], "rollouts_per_task must be a positive integer"),
         (["sample", "--env", "PointCornrs"], "Did you mean 'PointCorners'"),
     ],
