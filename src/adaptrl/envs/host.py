@@ -239,16 +239,7 @@ class HostVectorEnv:
 
     def _task_models(self, tasks: Tasks) -> list:
         """One model per task with the task's physics parameters (RandParams families)."""
-        mujoco = import_mujoco()
-
-        models = []
-        for i in range(num_tasks(tasks)):
-            m = copy.copy(self.model)
-            for name in self.family.task_keys:
-                getattr(m, name)[:] = tasks[name][i]
-            mujoco.mj_setConst(m, mujoco.MjData(m))
-            models.append(m)
-        return models
+        return task_models(self.model, self.family, tasks)
 
     # ----------------------------------------------------------------------------------- reset
     def reset(self, tasks: Tasks, rollouts_per_task: int, seed: int | None = None) -> np.ndarray:
@@ -406,6 +397,21 @@ class HostVectorEnv:
     def close(self) -> None:
         """Stop the thread pool."""
         self._rollout.close()
+
+
+def task_models(model, family: MujocoFamily, tasks: Tasks) -> list:
+    """One copy of ``model`` per task with the task's physics parameters (``family.task_keys``)
+    and the constants ``mj_setConst`` derives from them (RandParams families)."""
+    mujoco = import_mujoco()
+
+    models = []
+    for i in range(num_tasks(tasks)):
+        m = copy.copy(model)
+        for name in family.task_keys:
+            getattr(m, name)[:] = tasks[name][i]
+        mujoco.mj_setConst(m, mujoco.MjData(m))
+        models.append(m)
+    return models
 
 
 def _noise(rng: np.random.Generator, kind_scale: tuple[str, float], shape) -> np.ndarray:

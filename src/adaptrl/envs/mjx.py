@@ -36,7 +36,6 @@ solver, which MJX does not implement.
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import io
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptrl.envs.base import EnvSpec, Tasks, check_tasks, env_action, num_tasks, running_step_actions
-from adaptrl.envs.host import HostVectorEnv, MujocoPhysics, read_observation
+from adaptrl.envs.host import HostVectorEnv, MujocoPhysics, read_observation, task_models
 from adaptrl.envs.mujoco_families import ALIASES, MujocoFamily
 from adaptrl.envs.mujoco_families import FAMILIES as MUJOCO_FAMILIES
 from adaptrl.envs.mujoco_families import SINGLE_TASK_FAMILIES as MUJOCO_SINGLE_TASK
@@ -121,16 +120,9 @@ class MjxSimulator:
         out = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in tasks.items()}
         if self.family.rand_params is None:
             return out
-        mujoco = import_mujoco()
-        derived = {name: [] for name in DERIVED_CONSTANTS}
-        for i in range(num_tasks(tasks)):
-            m = copy.copy(self.physics.model)
-            for name in self.family.task_keys:
-                getattr(m, name)[:] = tasks[name][i]
-            mujoco.mj_setConst(m, mujoco.MjData(m))
-            for name in DERIVED_CONSTANTS:
-                derived[name].append(np.array(getattr(m, name)))
-        out.update({name: jnp.asarray(np.stack(v), dtype=jnp.float32) for name, v in derived.items()})
+        models = task_models(self.physics.model, self.family, tasks)
+        out.update({name: jnp.asarray(np.stack([getattr(m, name) for m in models]), dtype=jnp.float32)
+                    for name in DERIVED_CONSTANTS})
         return out
 
     def task_model(self, sim_params: dict, task: dict):

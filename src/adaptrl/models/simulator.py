@@ -54,8 +54,15 @@ def balanced_members(key: jax.Array, n: int, k_members: int) -> jax.Array:
     row's member is uniform on 1..K and independent of the previous step's (a fresh permutation
     per step); exactly n/K rows go to each member, so the step costs one member's forward pass
     per row instead of K."""
+    return balanced_assignment(key, n, k_members)[1]
+
+
+def balanced_assignment(key: jax.Array, n: int, k_members: int) -> tuple[jax.Array, jax.Array]:
+    """``(order, members)`` of :func:`balanced_members`: rows ``order[j·n/K : (j+1)·n/K]`` are
+    member ``j``'s."""
     order = jax.random.permutation(key, n)
-    return jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32) // (n // k_members))
+    members = jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32) // (n // k_members))
+    return order, members
 
 
 class Dynamics(Protocol):
@@ -200,13 +207,12 @@ class ModelSimulator:
             members = (jnp.arange(n) // rollouts) % k_members
         elif self.member_choice == "step_rand" and grouped and n % k_members == 0:
             # a balanced draw: each member predicts n/K random rows (one matmul per member)
-            order = jax.random.permutation(member_key, n)
+            order, members = balanced_assignment(member_key, n, k_members)
             member_keys = jax.random.split(predict_key, k_members)
             grouped_next = jax.vmap(lambda k, o, a, kk: self.dynamics.member_next(model, k, o, a, kk))(
                 jnp.arange(k_members), obs[order].reshape(k_members, n // k_members, -1),
                 env_act[order].reshape(k_members, n // k_members, -1), member_keys)
             next_obs = jnp.zeros_like(obs).at[order].set(grouped_next.reshape(n, -1))
-            members = balanced_members(member_key, n, k_members)
         else:
             every = self.dynamics.all_next(model, obs, env_act, predict_key)  # [K, N, obs]
             if self.member_choice == "mean":
