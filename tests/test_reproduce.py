@@ -231,6 +231,13 @@ def test_runs_left_out_by_only_may_have_any_length(reproduced, registered, tmp_p
         ("promp", "done", 2), ("lvc-vpg", "new", 0), ("promp", "done", 2), ("lvc-vpg", "new", 0)]
     with pytest.raises(ConfigError, match=r"promp-s0 holds a run of another configuration"):
         plan_experiment("tiny", seeds=2, scale=1.0, out=out, train_labels=["promp"])
+    # --set applies to the trained label only: the drawn promp runs keep their own settings
+    planned = plan_experiment("tiny", seeds=2, scale=1.0, out=out, train_labels=["lvc-vpg"],
+                              overrides={"inner_lr": "0.05"})
+    assert [(run.label, run.status, run.config.inner_lr) for run in planned[:2]] == [
+        ("promp", "done", planned[0].config.inner_lr), ("lvc-vpg", "new", 0.05)]
+    assert planned[0].config.inner_lr != 0.05 and "inner_lr=0.05" in planned[1].command
+    assert "inner_lr" not in planned[0].command
 
 
 def test_progress_without_checkpoint_blocks(reproduced, registered, tmp_path):

@@ -40,7 +40,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "real-step budget the iterations that reach F × that budget (default 1)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"root folder (default {DEFAULT_OUT})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting of every run (repeatable); see adaptrl train --help")
+                        help="override one setting of every run that is trained (all, or those --only and "
+                             "--envs select; repeatable); see adaptrl train --help")
     parser.add_argument("--only", default=None, metavar="LABEL,...", help="train only these labels")
     parser.add_argument("--envs", default=None, metavar="ENV,...",
                         help="train only these environments of a multi-environment experiment")

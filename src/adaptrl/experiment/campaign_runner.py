@@ -281,24 +281,31 @@ def plan_experiment(name: str, *, seeds: int | Sequence[int] | None = None, scal
     :class:`ConfigError` when a folder holds a run of another configuration (with
     ``ignore_iterations``, runs of any length count as this recipe). Runs outside
     ``train_labels`` × ``train_envs`` (when given; ``--only``, ``--envs``) are not trained, only
-    drawn, so for them too a run of any length counts."""
+    drawn, so for them a run of any length counts, and ``overrides`` (``--set``) apply only to the
+    trained runs (a setting another label's algorithm lacks is then no error)."""
     exp = get_experiment(name)
     seed_list = resolve_seeds(seeds, exp.seeds)
     env_list = select_envs(exp, envs)
     check_scale(scale)
-    iterations = {(env, spec.label): run_iterations(exp, spec, env, scale, overrides)
+    def is_trained(spec: RunSpec, env: str) -> bool:
+        return ((train_labels is None or spec.label in train_labels)
+                and (train_envs is None or env in train_envs))
+
+    def own_overrides(spec: RunSpec, env: str) -> Mapping[str, Any] | None:
+        return overrides if is_trained(spec, env) else None
+
+    iterations = {(env, spec.label): run_iterations(exp, spec, env, scale, own_overrides(spec, env))
                   for env in env_list for spec in exp.runs}
     planned = []
     for seed in seed_list:
         for env in env_list:
             for spec in exp.runs:
                 n = iterations[env, spec.label]
-                config = run_config(exp, spec, seed, n, overrides, env)
+                trained, settings = is_trained(spec, env), own_overrides(spec, env)
+                config = run_config(exp, spec, seed, n, settings, env)
                 run_dir = run_dir_of(out, exp, spec.label, seed, env)
-                trained = ((train_labels is None or spec.label in train_labels)
-                           and (train_envs is None or env in train_envs))
                 status, rows = inspect_run(run_dir, config, exp.iterations, ignore_iterations or not trained)
-                command = train_command(exp, spec, seed, n, overrides, run_dir, env)
+                command = train_command(exp, spec, seed, n, settings, run_dir, env)
                 title = f"{spec.label} on {env}" if len(exp.envs) > 1 else spec.label
                 planned.append(PlannedRun(spec.label, spec.algo, seed, config, run_dir, status, rows, command,
                                           env, title))

@@ -259,34 +259,90 @@ class MetaLearner:
     def adapted_params(self, meta_params: dict, batches: StepBatch) -> Params:
         """U(θ): θ_K of every task (leading task axis), rebuilt differentiably on ``batches``."""
         step_size = self.step_size(meta_params)
+        return jax.vmap(lambda task_batches: self._adapted_task_params(
+            meta_params["policy"], step_size, task_batches), in_axes=(1,))(batches)
+
+    def _adapted_task_params(self, policy_params: Params, step_size: Any, task_batches: StepBatch) -> Params:
+        """U_i(θ) = θ_K of one task from ``policy_params`` on its ``[K+1, ...]`` step batches."""
         k = self.config.inner_steps
+        steps = [batch_step(task_batches, j) for j in range(k)]
+        return adapt(self.policy, policy_params, step_size, steps, self.spec)[k]
 
-        def one_task(task_batches):
-            steps = [batch_step(task_batches, j) for j in range(k)]
-            return adapt(self.policy, meta_params["policy"], step_size, steps, self.spec)[k]
+    def symmetric_adaptation(self, meta_params: dict) -> bool:
+        """Whether every task's adaptation Jacobian J_Ui is symmetric, so J_Uiᵀ = J_Ui: one plain
+        gradient step θ + α∇J^inner_i(θ) with a fixed scalar α (J_Ui = I + α∇²J^inner_i; the
+        inner objectives' stop-gradients hold their sampling terms constant, so this is the
+        Hessian of one scalar). Not with K > 1 steps (J_U is then a product of symmetric
+        factors, not symmetric), a learned α (a meta-parameter too) or a normalised inner
+        gradient."""
+        return (self.config.inner_steps == 1 and set(meta_params) == {"policy"}
+                and self.spec.inner_grad_norm == "none")
 
-        return jax.vmap(one_task, in_axes=(1,))(batches)
+    def adaptation_products(self, meta_params: dict, batches: StepBatch
+                            ) -> tuple[Params, Callable[[dict], Params], Callable[[Params], dict]]:
+        """``(U(θ), v ↦ J_U v, w ↦ J_Uᵀ w)`` at ``meta_params`` with the linearisation computed once.
+
+        J_U v gives every task's J_Ui v (leading task axis), J_Uᵀ w = Σ_i J_Uiᵀ w_i in the
+        meta-parameters. With a :meth:`symmetric_adaptation` both are forward-mode products of
+        one linearisation of the per-task map (θ_i)_i ↦ (U_i(θ_i))_i at θ_i = θ: J_Uᵀ w =
+        Σ_i J_Ui w_i, which on CPU is several times cheaper than transposing the linearisation
+        (a reverse pass through the inner gradient with a different cotangent per task);
+        otherwise the transpose is used."""
+        if not self.symmetric_adaptation(meta_params):
+            adapted, u_jvp = jax.linearize(lambda mp: self.adapted_params(mp, batches), meta_params)
+            u_transpose = jax.linear_transpose(u_jvp, meta_params)
+            return adapted, u_jvp, lambda w: u_transpose(w)[0]
+        num_tasks = batches.mask.shape[1]
+        step_size = self.step_size(meta_params)
+
+        def per_task_adaptation(task_params):
+            return jax.vmap(lambda p, b: self._adapted_task_params(p, step_size, b),
+                            in_axes=(0, 1))(task_params, batches)
+
+        def tile(tree: Params) -> Params:
+            return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (num_tasks, *x.shape)), tree)
+
+        adapted, per_task_jvp = jax.linearize(per_task_adaptation, tile(meta_params["policy"]))
+
+        def u_jvp(v: dict) -> Params:
+            return per_task_jvp(tile(v["policy"]))
+
+        def u_vjp(w: Params) -> dict:
+            return {"policy": jax.tree_util.tree_map(lambda x: jnp.sum(x, 0), per_task_jvp(w))}
+
+        return adapted, u_jvp, u_vjp
 
     def outer_kl_curvature(self, meta_params: dict, batches: StepBatch) -> Callable[[dict], dict]:
-        """``v ↦ J_Uᵀ H J_U v`` at ``meta_params``: the KL(π_old,K ‖ π_θK) constraint's Hessian in
-        Gauss-Newton form, U = the adaptation θ ↦ (θ_K,i)_i (:meth:`adapted_params`), H = the
-        Hessian of mean_i KL_i in the adapted parameters. The exact Hessian adds
-        Σ (∂KL/∂θ_K)·∂²U, which vanishes at the sampling parameters, where ∂KL/∂θ_K = 0; so at
-        the TRPO step's linearisation point the two agree, and this form needs one forward and
-        one reverse pass through U per product instead of third derivatives."""
+        """``v ↦ J_Uᵀ J_Dᵀ H_D J_D J_U v`` at ``meta_params``: the KL(π_old,K ‖ π_θK) constraint's
+        Hessian in Gauss-Newton form through two maps, U = the adaptation θ ↦ (θ_K,i)_i
+        (:meth:`adapted_params`) and D = θ_K,i ↦ the policy's distribution parameters on the
+        post-update steps (for the Gaussian policies mean and log-std per step), with H_D the
+        Hessian of mean_i KL_i in those distribution parameters (for a diagonal Gaussian
+        elementwise: 1/σ² on the means, 2 on the log-stds, per step weight).
+
+        The exact Hessian adds Σ (∂KL/∂θ_K)·∂²U and Σ (∂KL/∂D)·∂²D. Both vanish at the sampling
+        parameters, where π_θK is the sampling distribution, so ∂KL/∂D = 0 and ∂KL/∂θ_K = 0;
+        at the TRPO step's linearisation point the forms agree. Per product this costs one
+        product with J_U and one with J_Uᵀ (second order, on the pre-update steps;
+        :meth:`adaptation_products`, both forward-mode for a one-step adaptation) and one
+        forward and one reverse pass through the policy network (first order, on the post-update
+        steps), instead of the third derivatives of the exact product (``trpo_curvature=exact``)."""
         post = batch_step(batches, self.config.inner_steps)
 
-        def post_kl(task_params):
-            per_task = jax.vmap(lambda p, b: mean_kl_from_old(
-                self.policy, self.policy.distribution(p, b.observations), b), in_axes=(0, 0))
-            return jnp.mean(per_task(task_params, post))
+        def post_distributions(task_params):
+            return jax.vmap(lambda p, b: self.policy.distribution(p, b.observations))(task_params, post)
 
-        adapted, u_jvp = jax.linearize(lambda mp: self.adapted_params(mp, batches), meta_params)
-        u_vjp = jax.linear_transpose(u_jvp, meta_params)
-        _, h_jvp = jax.linearize(jax.grad(post_kl), adapted)
+        def post_kl(distributions):
+            per_task = jax.vmap(lambda d, b: mean_kl_from_old(self.policy, d, b))(distributions, post)
+            return jnp.mean(per_task)
+
+        adapted, u_jvp, u_vjp = self.adaptation_products(meta_params, batches)
+        distributions, d_jvp = jax.linearize(post_distributions, adapted)
+        d_vjp = jax.linear_transpose(d_jvp, adapted)
+        _, h_jvp = jax.linearize(jax.grad(post_kl), distributions)
 
         def curvature(v: dict) -> dict:
-            return u_vjp(h_jvp(u_jvp(v)))[0]
+            return u_vjp(d_vjp(h_jvp(d_jvp(u_jvp(v))))[0])
 
         return curvature
 

@@ -89,7 +89,7 @@ def hvp(f: Callable[[PyTree], Array], params: PyTree, v: PyTree) -> PyTree:
 
 
 def _flat_direction(
-    loss_flat: Callable[[Array], Array],
+    loss_and_kl_flat: Callable[[Array], tuple[Array, Array]],
     kl_flat: Callable[[Array], Array],
     theta: Array,
     *,
@@ -97,9 +97,10 @@ def _flat_direction(
     cg_iters: int,
     damping: float,
     curvature_flat: Callable[[Array], Array] | None = None,
-) -> tuple[Array, Array, Array]:
-    """``(loss_before, d, β)`` with ``d = (F + damping·I)⁻¹ g`` by CG and the step scale β."""
-    loss_before, g = jax.value_and_grad(loss_flat)(theta)
+) -> tuple[Array, Array, Array, Array]:
+    """``(loss_before, kl_before, d, β)`` with ``d = (F + damping·I)⁻¹ g`` by CG and the step
+    scale β; the loss, its gradient and the KL at θ come from one pass of ``loss_and_kl_flat``."""
+    (loss_before, kl_before), g = jax.value_and_grad(loss_and_kl_flat, has_aux=True)(theta)
     if curvature_flat is None:
         _, f_jvp = jax.linearize(jax.grad(kl_flat), theta)  # v ↦ F v, the KL Hessian at theta
     else:
@@ -110,7 +111,7 @@ def _flat_direction(
 
     d = conjugate_gradient(fvp, g, iters=cg_iters)
     beta = jnp.sqrt(2.0 * max_kl / (_dot(d, fvp(d)) + 1e-8))
-    return loss_before, d, beta
+    return loss_before, kl_before, d, beta
 
 
 def trpo_search_direction(
@@ -133,8 +134,8 @@ def trpo_search_direction(
         ``(d, β)``: ``d`` as a pytree like ``params``, β a scalar (NaN if ``dᵀFd < 0``).
     """
     theta, unravel = ravel_pytree(params)
-    _, d, beta = _flat_direction(
-        lambda th: loss_fn(unravel(th)),
+    _, _, d, beta = _flat_direction(
+        lambda th: (loss_fn(unravel(th)), kl_fn(unravel(th))),
         lambda th: kl_fn(unravel(th)),
         theta,
         max_kl=max_kl,
@@ -208,11 +209,10 @@ def trpo_step(
         def curvature_flat(v: Array) -> Array:
             return ravel_pytree(curvature_fn(unravel(v)))[0]
 
-    loss_before, d, beta = _flat_direction(
-        loss_flat, kl_flat, theta, max_kl=max_kl, cg_iters=cg_iters, damping=damping,
+    loss_before, kl_before, d, beta = _flat_direction(
+        loss_and_kl_flat, kl_flat, theta, max_kl=max_kl, cg_iters=cg_iters, damping=damping,
         curvature_flat=curvature_flat,
     )
-    kl_before = kl_flat(theta)
 
     State = tuple[Array, Array, Array, Array, Array]  # k, accepted, theta, loss, kl
 
