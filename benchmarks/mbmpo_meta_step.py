@@ -8,8 +8,8 @@ compiling call each, the median of N repeats of: the pre- and post-update imagin
 passes, the sample processing, the inner step, and the TRPO meta-step twice — with the KL's
 Hessian-vector product through the adaptation computed exactly (forward-over-reverse of the
 whole map) and in the Gauss-Newton form the learner uses (J_Uᵀ J_Dᵀ H_D J_D J_U, equal at the
-sampling parameters; ``MetaLearner.outer_kl_curvature``). Both TRPO variants run in the same process on the same batches; the report gives
-their ratio and how far their steps differ.
+sampling parameters; ``MetaLearner.outer_kl_curvature``). Both TRPO variants run in the same
+process on the same batches; the report gives their ratio and how far their steps differ.
 """
 
 from __future__ import annotations
