@@ -4,12 +4,23 @@ The tests call ``adaptrl.cli.main`` in this process; it would point JAX's compil
 user's cache folder for the rest of the session, so the tests opt out
 (``ADAPTRL_NO_COMPILATION_CACHE``) unless told otherwise. ``make test`` still caches in
 ``.jax_cache`` (its ``JAX_COMPILATION_CACHE_DIR``, which JAX reads itself).
+
+Most of the suite's time is XLA compiling small programs that then run for milliseconds, so the
+tests compile with LLVM's optimisation level 0 (``--xla_backend_optimization_level=0`` in
+``XLA_FLAGS``, set before JAX starts its backend): it halves the TMAML tests' time, and the
+programs compute the same operations (the level changes LLVM's code generation, not XLA's
+graph). Set ``ADAPTRL_TEST_XLA_OPTIMIZED=1`` to test at the default level users run at.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+
+if not os.environ.get("ADAPTRL_TEST_XLA_OPTIMIZED") and \
+        "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""),
+                                        "--xla_backend_optimization_level=0"]).strip()
 
 import gymnasium
 import pytest

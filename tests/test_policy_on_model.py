@@ -119,7 +119,9 @@ def test_policy_phase_ends_at_the_fifth_failed_check_and_restores_the_kept_polic
 def test_with_zero_step_size_the_mb_mpo_meta_step_is_ensemble_averaged_trpo():
     """MBMPO-2's edge case: with α = 0 the adapted policies are θ, and MB-MPO's TRPO meta-step on
     the K + 1 batches equals TRPO on the post-update batches of all members (inner_steps = 0)."""
-    config = tiny("mb-mpo", inner_lr=0.0, rollouts_per_task=6, cg_damping=1e-2)
+    # CG run to convergence (40 iterations): truncated at 10, its iterate depends on float32
+    # rounding (1 % apart between LLVM optimisation levels), converged the two agree to 4e-5
+    config = tiny("mb-mpo", inner_lr=0.0, rollouts_per_task=6, cg_damping=1e-2, cg_iters=40)
     alg = perfect(config)
     learner_state = alg.init(jax.random.PRNGKey(0)).extra.learner
     sim_params = point2d_sim_params(config.model_members)
@@ -133,18 +135,20 @@ def test_with_zero_step_size_the_mb_mpo_meta_step_is_ensemble_averaged_trpo():
     tree_close(result.task_params, per_task(theta, 5), rtol=0, atol=0)
     batches = stack_steps(result.batches)
     post_only = jax.tree_util.tree_map(lambda x: x[1:], batches)
-    trpo = MetaLearner(build_config("me-trpo", "Point2D", overrides={"hidden_sizes": "16,16",
-                                                                     "cg_damping": 1e-2}), 2, 2)
+    trpo_config = build_config("me-trpo", "Point2D",
+                               overrides={"hidden_sizes": "16,16", "cg_damping": 1e-2, "cg_iters": 40})
+    trpo = MetaLearner(trpo_config, 2, 2)
     tree_close(alg.meta.learner.meta_gradient(learner_state.meta_params, batches),
                trpo.meta_gradient(learner_state.meta_params, post_only), rtol=1e-5, atol=1e-7)
     new_mbmpo, info_mbmpo = alg.meta.learner.update(learner_state, batches)
     new_trpo, info_trpo = trpo.update(learner_state, post_only)
-    # the same step up to float32 rounding amplified by conjugate gradient
+    # the same step up to float32 rounding (different curvature programs: through the adaptation
+    # and the distribution head for MB-MPO, the plain KL Hessian for TRPO)
     step_mbmpo = flat(new_mbmpo.meta_params) - flat(learner_state.meta_params)
     step_trpo = flat(new_trpo.meta_params) - flat(learner_state.meta_params)
     assert np.linalg.norm(step_trpo) > 0
-    assert np.linalg.norm(step_mbmpo - step_trpo) < 1e-2 * np.linalg.norm(step_trpo)
-    assert info_mbmpo["MeanKL"] == pytest.approx(info_trpo["MeanKL"], rel=1e-2)
+    assert np.linalg.norm(step_mbmpo - step_trpo) < 1e-3 * np.linalg.norm(step_trpo)
+    assert info_mbmpo["MeanKL"] == pytest.approx(info_trpo["MeanKL"], rel=1e-3)
     alg.close()
 
 

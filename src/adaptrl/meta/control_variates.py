@@ -252,11 +252,20 @@ class ControlVariate:
                                                                   interleaved))
             return jnp.mean(per_task(features, targets, batch.mask))
 
-        loss, opt_state = jnp.asarray(0.0), state.opt_state
-        for r in range(self.steps):  # unrolled: the split alternates between repetitions (static)
-            loss, grads = jax.value_and_grad(meta_loss)(params, r % 2 == 1)
+        def update(carry, interleaved: bool):
+            params, opt_state, _ = carry
+            loss, grads = jax.value_and_grad(meta_loss)(params, interleaved)
             updates, opt_state = self.optimizer.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
+            return optax.apply_updates(params, updates), opt_state, loss
+
+        # Repetition r uses the interleaved split when r is odd (a static choice), so the loop
+        # scans over (plain, interleaved) pairs: one compiled pair instead of ``steps`` unrolled.
+        carry = (params, state.opt_state, jnp.asarray(0.0, jnp.float32))
+        carry, _ = jax.lax.scan(lambda c, _: (update(update(c, False), True), None), carry, None,
+                                length=self.steps // 2)
+        if self.steps % 2:
+            carry = update(carry, False)
+        params, opt_state, loss = carry
         quality = explained_variance(values, targets, batch.mask)
         return CVState(params, opt_state), batch._replace(cv_baselines=values), loss, quality
 
