@@ -260,7 +260,7 @@ class ControlVariate:
 
         # Repetition r uses the interleaved split when r is odd (a static choice), so the loop
         # scans over (plain, interleaved) pairs: one compiled pair instead of ``steps`` unrolled.
-        carry = (params, state.opt_state, jnp.asarray(0.0, jnp.float32))
+        carry = (params, state.opt_state, jnp.zeros((), targets.dtype))
         carry, _ = jax.lax.scan(lambda c, _: (update(update(c, False), True), None), carry, None,
                                 length=self.steps // 2)
         if self.steps % 2:
