@@ -212,9 +212,10 @@ def test_conflicting_config_is_an_error(reproduced, registered):
     with pytest.raises(ConfigError, match=r"iterations: 2 there, 4 here\)\. It was trained with "
                                           r"--scale 0\.5"):
         run_experiment("tiny", seeds=2, scale=1.0, out=out)
-    # how often checkpoints are written does not change the run: it is the same, finished run
-    planned = plan_experiment("tiny", seeds=2, scale=0.5, out=out, overrides={"checkpoint_every": 3})
-    assert {run.status for run in planned} == {"done"}
+    # how often checkpoints (or snapshots) are written does not change the run: the same, finished run
+    for setting in ({"checkpoint_every": 3}, {"snapshot_every": 1}):
+        planned = plan_experiment("tiny", seeds=2, scale=0.5, out=out, overrides=setting)
+        assert {run.status for run in planned} == {"done"}
 
 
 def test_runs_left_out_by_only_may_have_any_length(reproduced, registered, tmp_path):

@@ -265,6 +265,37 @@ def test_checkpoint_holds_named_fields_and_restores_them_exactly(tmp_path):
         assert all(data[k].dtype != object for k in data.files)
 
 
+def test_snapshots_keep_every_nth_state_for_eval_and_resume_exactly(tmp_path, capsys):
+    """snapshot_every=2 keeps itr_2 and itr_4 (not only latest/previous, with checkpoint_every=3
+    not a divisor); a snapshot holds the state of a shorter run of the same seed, eval --iteration
+    meta-tests it into its own file, and a missing snapshot is one error naming those kept."""
+    from adaptrl.experiment.checkpoints import named_leaves, snapshot_iterations
+
+    run = tmp_path / "run"
+    quiet_train(tiny(iterations=5, checkpoint_every=3, snapshot_every=2), run)
+    assert snapshot_iterations(run) == [2, 4]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "itr_000002.npz", "itr_000004.npz", "latest.npz", "previous.npz"]
+    short = quiet_train(tiny(iterations=2), tmp_path / "short")
+    arrays, meta = read_checkpoint(run, iteration=2)
+    assert meta["iteration"] == 2 and meta["n_timesteps"] == short.rows[-1]["n_timesteps"]
+    for name, value in named_leaves(short.state).items():
+        np.testing.assert_array_equal(arrays[name], value)
+    assert read_checkpoint(run)[1]["iteration"] == 5
+    assert main(["eval", str(run), "--iteration", "2", "--tasks", "2"]) == 0
+    assert main(["eval", str(tmp_path / "short"), "--tasks", "2"]) == 0
+    snapshot_eval = (run / "eval_itr2_k2_tasks2_seed1000003.csv").read_text()
+    assert snapshot_eval == (tmp_path / "short" / "eval_k2_tasks2_seed1000003.csv").read_text()
+    capsys.readouterr()
+    assert main(["eval", str(run), "--iteration", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "no snapshot after iteration 3; it keeps 2, 4" in err and "Traceback" not in err
+    assert main(["eval", str(tmp_path / "short"), "--iteration", "2"]) == 2
+    assert "keeps no snapshots" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="snapshot_every must be ≥ 0"):
+        tiny(snapshot_every=-1)
+
+
 def test_damaged_or_incompatible_checkpoint_gives_one_clear_message(tmp_path):
     config = tiny(iterations=1)
     quiet_train(config, tmp_path / "run")

@@ -232,6 +232,31 @@ def test_bad_input_is_one_error(point_run, tmp_path, capsys, monkeypatch):
     assert 'pip install -e ".[video]"' in _error(capsys, ["video", run])
 
 
+def test_video_of_a_snapshot(point_run, tmp_path, capsys):
+    """--iteration N films the snapshot kept after N iterations (default out RUN_DIR/videos/itr_N);
+    here the snapshot is a copy of the latest checkpoint, so the filmed returns equal the latest's.
+    A run without that snapshot gives one error naming what it keeps."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(point_run, run)
+    assert "keeps no snapshots" in _error(capsys, ["video", str(run), "--iteration", "1"])
+    shutil.copyfile(run / "checkpoints" / "latest.npz", run / "checkpoints" / "itr_000001.npz")
+    args = ["--tasks", "1", "--width", "32", "--height", "32"]
+    assert main(["video", str(run), "--iteration", "1", *args]) == 0
+    snapshot_table = capsys.readouterr().out
+    assert (run / "videos" / "itr_1" / "task_00.mp4").is_file()
+    assert main(["video", str(run), *args]) == 0
+    latest_table = capsys.readouterr().out
+    assert "(iteration 1)" in snapshot_table
+    def mean_line(table):
+        return next(line for line in table.splitlines() if line.startswith("mean return:"))
+
+    assert mean_line(snapshot_table) == mean_line(latest_table)  # "mean return: step 0 …, step 1 …"
+    err = _error(capsys, ["video", str(run), "--iteration", "2"])
+    assert "no snapshot after iteration 2; it keeps 1" in err
+
+
 def test_filmed_actions_are_the_samplers(make_env):
     """Point2DNavigation starts at (0, 0): the sampler with zero action noise and the filmed
     episode with the mean action give the same observations and rewards (actions beyond the ±0.1

@@ -160,10 +160,11 @@ def _unsupported(config: TrainConfig, run_dir: str | Path) -> str:
             f"{config.algo} run on {config.env}")
 
 
-def load_meta_run(run_dir: str | Path, config: TrainConfig | None = None,
+def load_meta_run(run_dir: str | Path, config: TrainConfig | None = None, iteration: int | None = None,
                   ) -> tuple[TrainConfig, MetaRL, Any, dict[str, Any]]:
     """Config (``config``: already loaded), meta-RL algorithm (close it), restored state and
-    checkpoint metadata of ``run_dir``; one :class:`ConfigError` for anything but a meta-RL run on
+    checkpoint metadata of ``run_dir`` (its latest checkpoint, or its snapshot after ``iteration``
+    iterations); one :class:`ConfigError` for anything but a meta-RL run on
     a task family."""
     config = load_run_config(run_dir) if config is None else config
     check_filmable(config, run_dir)
@@ -173,7 +174,7 @@ def load_meta_run(run_dir: str | Path, config: TrainConfig | None = None,
         algorithm.close()
         raise ConfigError(f"{_unsupported(config, run_dir)}, which is not gradient-based meta-RL.")
     try:
-        state, meta = restore(algorithm, config, run_dir)
+        state, meta = restore(algorithm, config, run_dir, iteration)
     except BaseException:
         algorithm.close()
         raise
@@ -361,10 +362,12 @@ def default_fps(env: MetaEnv) -> int:
 # --------------------------------------------------------------------------------- verb
 def make_videos(run_dir: str | Path, *, tasks: int = 2, adapt_steps: int | None = None,
                 out: str | Path | None = None, seed: int | None = None, fps: int | None = None,
-                width: int = 320, height: int = 240, stochastic: bool = False) -> VideoReport:
-    """For ``tasks`` fresh tasks of ``run_dir``'s latest checkpoint, one mp4 (pre-update and each
-    adapted policy's episode in sequence, ``adapt_steps`` steps, default the training K) and one
-    PNG still per task in ``out`` (default ``run_dir/videos``); see the module docstring."""
+                width: int = 320, height: int = 240, stochastic: bool = False,
+                iteration: int | None = None) -> VideoReport:
+    """For ``tasks`` fresh tasks of ``run_dir``'s latest checkpoint (or of its snapshot after
+    ``iteration`` iterations), one mp4 (pre-update and each adapted policy's episode in sequence,
+    ``adapt_steps`` steps, default the training K) and one PNG still per task in ``out`` (default
+    ``run_dir/videos``, for a snapshot ``run_dir/videos/itr_N``); see the module docstring."""
     check_video_args(tasks=tasks, adapt_steps=adapt_steps, fps=fps, width=width, height=height)
     require_mp4_writer()
     config = load_run_config(run_dir)
@@ -372,7 +375,7 @@ def make_videos(run_dir: str | Path, *, tasks: int = 2, adapt_steps: int | None 
     env = video_env(config, width, height)
     try:
         check_rendering(env)
-        config, algorithm, state, meta = load_meta_run(run_dir, config)
+        config, algorithm, state, meta = load_meta_run(run_dir, config, iteration)
         try:
             steps = config.inner_steps if adapt_steps is None else int(adapt_steps)
             check_eval_memory(algorithm, tasks=int(tasks), adapt_steps=steps, command="adaptrl video",
@@ -384,7 +387,11 @@ def make_videos(run_dir: str | Path, *, tasks: int = 2, adapt_steps: int | None 
             policy = algorithm.learner.policy
         finally:
             algorithm.close()
-        out = Path(run_dir) / VIDEO_DIR if out is None else Path(out)
+        if out is None:
+            out = Path(run_dir) / VIDEO_DIR
+            if iteration is not None:
+                out = out / f"itr_{int(meta['iteration'])}"
+        out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         fps = default_fps(env) if fps is None else int(fps)
         report = VideoReport(str(run_dir), int(meta["iteration"]), config.env, out, steps, seed, fps,

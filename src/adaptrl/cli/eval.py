@@ -11,7 +11,8 @@ from typing import Any
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``eval`` to ``subparsers`` (an argparse subparsers object); returns its parser."""
     parser = subparsers.add_parser("eval", help="meta-test a run on fresh tasks", description=(
-        "Load RUN_DIR's latest checkpoint, sample --tasks fresh tasks, adapt --adapt-steps times "
+        "Load RUN_DIR's latest checkpoint (or, with --iteration N, its snapshot after N iterations), "
+        "sample --tasks fresh tasks, adapt --adapt-steps times "
         "(one freshly sampled batch per step; any K, not only the training K) and report the "
         "mean return after every step with a Student-t 95% confidence interval across tasks. Writes "
         "RUN_DIR/eval_kK_tasksN_seedS.csv (with the iteration, tasks, rollouts and seed in every "
@@ -40,6 +41,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="none or unit: normalise every inner gradient to norm 1, θ + α⊙g/‖g‖, so "
                         "estimators of different scale (DiCE vs LVC) compare at equal step size "
                         "(default: the run's inner_grad_norm)")
+    parser.add_argument("--iteration", type=int, default=None, metavar="N",
+                        help="evaluate the snapshot kept after N iterations (runs trained with "
+                        "--set snapshot_every=M keep every M-th; default: the latest checkpoint)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
     return parser
@@ -55,7 +59,8 @@ def run(args: argparse.Namespace) -> None:
 
     report = evaluate(args.run_dir, tasks=args.tasks, adapt_steps=args.adapt_steps,
                       rollouts=args.rollouts, seed=args.seed, inner_optimizer=args.inner_optimizer,
-                      inner_lr=args.inner_lr, inner_grad_norm=args.inner_grad_norm)
+                      inner_lr=args.inner_lr, inner_grad_norm=args.inner_grad_norm,
+                      iteration=args.iteration)
     path = write_eval(args.run_dir, report)
     report.pop("result")
     if args.json:

@@ -9,7 +9,8 @@ from typing import Any
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``video`` to ``subparsers`` (an argparse subparsers object); returns its parser."""
     parser = subparsers.add_parser("video", help="videos of pre-update and adapted episodes", description=(
-        "Load RUN_DIR's latest checkpoint (a meta-RL run on a task family), sample --tasks N fresh tasks "
+        "Load RUN_DIR's latest checkpoint (or, with --iteration N, its snapshot after N iterations; "
+        "a meta-RL run on a task family), sample --tasks N fresh tasks "
         "(those adaptrl eval --tasks N draws with the same seed), adapt --adapt-steps times as in "
         "meta-testing, and "
         "film one episode of the pre-update policy and of each adapted policy, in sequence, in "
@@ -28,6 +29,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "real-time rate 1/dt, within 10..30)")
     parser.add_argument("--width", type=int, default=320, help="frame width in pixels, even (default 320)")
     parser.add_argument("--height", type=int, default=240, help="frame height in pixels, even (default 240)")
+    parser.add_argument("--iteration", type=int, default=None, metavar="N",
+                        help="film the snapshot kept after N iterations (runs trained with --set "
+                        "snapshot_every=M keep every M-th; default: the latest checkpoint; default "
+                        "--out then RUN_DIR/videos/itr_N)")
     parser.add_argument("--stochastic", action="store_true",
                         help="sample actions from the policy (default: its mean, deterministic)")
     parser.set_defaults(func=run)
@@ -43,7 +48,7 @@ def run(args: argparse.Namespace) -> None:
 
     report = make_videos(args.run_dir, tasks=args.tasks, adapt_steps=args.adapt_steps, out=args.out,
                          seed=args.seed, fps=args.fps, width=args.width, height=args.height,
-                         stochastic=args.stochastic)
+                         stochastic=args.stochastic, iteration=args.iteration)
     actions = "sampled actions" if report.stochastic else "mean actions"
     table = Table(title=(f"{report.run_dir} (iteration {report.iteration}) on {report.env}: "
                          f"{len(report.videos)} tasks, {actions}, seed {report.seed}"))

@@ -219,7 +219,7 @@ def train_command(exp: ExperimentSpec, spec: RunSpec, seed: int, iterations: int
 
 
 # ------------------------------------------------------------------------------------- state
-_OPERATIONAL = ("checkpoint_every",)
+_OPERATIONAL = ("checkpoint_every", "snapshot_every")
 """Settings that change when files are written, not what is learned: a run differing only in them
 is the same run."""
 

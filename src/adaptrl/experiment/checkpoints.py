@@ -1,7 +1,9 @@
 """Checkpoints: an algorithm's state pytree with named fields, written atomically.
 
 Format (version 2): one ``.npz`` file, ``run_dir/checkpoints/latest.npz`` (the one before it kept
-as ``previous.npz``, the fallback if ``latest.npz`` is damaged), holding every array
+as ``previous.npz``, the fallback if ``latest.npz`` is damaged; with ``snapshot_every`` = N also
+a copy after every N-th iteration, ``itr_<N>.npz``, which ``eval`` and ``video`` load with
+``--iteration``), holding every array
 leaf of the state under its pytree path (``.meta_params['policy']['params']['output']['kernel']``
 …) and a JSON record ``__meta__`` with the format version, the seed, the number of completed
 iterations, the environment-step counter and the wall-clock time used so far. Restoring puts the
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import warnings
 import zipfile
@@ -37,10 +40,27 @@ PREVIOUS = "previous.npz"
 disk filled, or someone overwrote it)."""
 FORMAT_VERSION = 2
 _META = "__meta__"
+SNAPSHOT_PREFIX = "itr_"
 
 
 def checkpoint_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / LATEST
+
+
+def snapshot_path(run_dir: str | Path, iteration: int) -> Path:
+    """The kept checkpoint after ``iteration`` completed iterations (``snapshot_every``)."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"{SNAPSHOT_PREFIX}{int(iteration):06d}.npz"
+
+
+def snapshot_iterations(run_dir: str | Path) -> list[int]:
+    """The iteration counts of ``run_dir``'s kept snapshots, ascending."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    found = []
+    for path in folder.glob(f"{SNAPSHOT_PREFIX}*.npz"):
+        number = path.stem[len(SNAPSHOT_PREFIX):]
+        if number.isdigit():
+            found.append(int(number))
+    return sorted(found)
 
 
 def named_leaves(tree: Any) -> dict[str, np.ndarray]:
@@ -49,9 +69,10 @@ def named_leaves(tree: Any) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in flat}
 
 
-def save_checkpoint(run_dir: str | Path, state: Any, meta: dict[str, Any]) -> Path:
+def save_checkpoint(run_dir: str | Path, state: Any, meta: dict[str, Any], *, snapshot: bool = False) -> Path:
     """Write ``state`` (a pytree) and ``meta`` (JSON-able scalars) atomically (temporary file +
-    ``os.replace``: a crash never leaves a half-written checkpoint)."""
+    ``os.replace``: a crash never leaves a half-written checkpoint); with ``snapshot`` also keep a
+    copy as :func:`snapshot_path` of ``meta["iteration"]``."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     arrays = named_leaves(state)
@@ -62,6 +83,11 @@ def save_checkpoint(run_dir: str | Path, state: Any, meta: dict[str, Any]) -> Pa
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        if snapshot:
+            kept = snapshot_path(run_dir, meta["iteration"])
+            partial = kept.with_name(".tmp-" + kept.name)
+            shutil.copyfile(tmp, partial)
+            os.replace(partial, kept)
         if (folder / LATEST).is_file():
             os.replace(folder / LATEST, folder / PREVIOUS)
         os.replace(tmp, folder / LATEST)
@@ -71,9 +97,13 @@ def save_checkpoint(run_dir: str | Path, state: Any, meta: dict[str, Any]) -> Pa
     return folder / LATEST
 
 
-def read_checkpoint(run_dir: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The named arrays and the metadata of ``run_dir``'s checkpoint; one clear
-    :class:`ConfigError` if it is missing, damaged or of another format."""
+def read_checkpoint(run_dir: str | Path, iteration: int | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The named arrays and the metadata of ``run_dir``'s latest checkpoint, or of its snapshot
+    after ``iteration`` iterations; one clear :class:`ConfigError` if it is missing, damaged or of
+    another format."""
+    if iteration is not None:
+        return _read_npz(_existing_snapshot(run_dir, int(iteration)))
     path = checkpoint_path(run_dir)
     if not path.is_file():
         legacy = path.with_suffix(".pkl")
@@ -96,6 +126,20 @@ def read_checkpoint(run_dir: str | Path) -> tuple[dict[str, np.ndarray], dict[st
         warnings.warn(f"{damaged} Falling back to {previous} (iteration {meta['iteration']}); the "
                       "iterations after it are redone.", UserWarning, stacklevel=2)
         return arrays, meta
+
+
+def _existing_snapshot(run_dir: str | Path, iteration: int) -> Path:
+    path = snapshot_path(run_dir, iteration)
+    if path.is_file():
+        return path
+    kept = snapshot_iterations(run_dir)
+    if kept:
+        listed = ", ".join(str(i) for i in kept[:20]) + (", …" if len(kept) > 20 else "")
+        raise ConfigError(f"{run_dir} has no snapshot after iteration {iteration}; it keeps {listed} "
+                          "(omit --iteration for the latest checkpoint).")
+    raise ConfigError(f"{run_dir} keeps no snapshots (it was trained with snapshot_every=0, the "
+                      "default), so only its latest checkpoint can be loaded; omit --iteration, or "
+                      "train with --set snapshot_every=N.")
 
 
 def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -23,14 +23,15 @@ from adaptrl.meta.adaptation import check_inner_options
 from adaptrl.meta.config import TrainConfig
 
 
-def load_run(run_dir: str | Path) -> tuple[TrainConfig, Any, dict[str, Any]]:
-    """Config, algorithm state and checkpoint metadata of a run directory (nothing is trained, so
-    the training batch's memory is not checked)."""
+def load_run(run_dir: str | Path, iteration: int | None = None) -> tuple[TrainConfig, Any, dict[str, Any]]:
+    """Config, algorithm state and checkpoint metadata of a run directory: its latest checkpoint or
+    its snapshot after ``iteration`` iterations (nothing is trained, so the training batch's memory
+    is not checked)."""
     config = load_run_config(run_dir)
     with memory.no_training_check():
         algorithm = build_algorithm(config)
     try:
-        state, meta = restore(algorithm, config, run_dir)
+        state, meta = restore(algorithm, config, run_dir, iteration)
     finally:
         algorithm.close()
     return config, state, meta
@@ -38,9 +39,11 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, Any, dict[str, Any]]:
 
 def evaluate(run_dir: str | Path, *, tasks: int = 40, adapt_steps: int | None = None,
              rollouts: int | None = None, seed: int | None = None, inner_optimizer: str = "sgd",
-             inner_lr: float | None = None, inner_grad_norm: str | None = None) -> dict[str, Any]:
-    """Evaluate the latest checkpoint of ``run_dir`` (default seed: the run's seed + 1,000,003,
-    so evaluation tasks differ from training tasks).
+             inner_lr: float | None = None, inner_grad_norm: str | None = None,
+             iteration: int | None = None) -> dict[str, Any]:
+    """Evaluate the latest checkpoint of ``run_dir``, or its snapshot after ``iteration``
+    iterations (``snapshot_every``; default seed: the run's seed + 1,000,003, so evaluation tasks
+    differ from training tasks).
 
     ``inner_optimizer``, ``inner_lr`` and ``inner_grad_norm`` change a meta-RL run's adaptation
     (:meth:`~adaptrl.algorithms.meta_rl.MetaRL.evaluate`; ``adam``: the original meta-tester's);
@@ -62,13 +65,14 @@ def evaluate(run_dir: str | Path, *, tasks: int = 40, adapt_steps: int | None = 
                                   f"adaptation of gradient-based meta-RL runs; {run_dir} is a "
                                   f"{config.algo} run.")
             check_eval_memory(algorithm, tasks=int(tasks), adapt_steps=adapt_steps, rollouts=rollouts)
-            state, meta = restore(algorithm, config, run_dir)
+            state, meta = restore(algorithm, config, run_dir, iteration)
             seed = config.seed + 1_000_003 if seed is None else seed
             report = algorithm.evaluate(state, tasks=tasks, adapt_steps=adapt_steps, rollouts=rollouts,
                                         seed=seed, **(adaptation if changed else {}))
         finally:
             algorithm.close()
-    return {"run_dir": str(run_dir), "iteration": int(meta["iteration"]), **report}
+    return {"run_dir": str(run_dir), "iteration": int(meta["iteration"]), "snapshot": iteration is not None,
+            **report}
 
 
 def check_eval_memory(algorithm: Any, *, tasks: int, adapt_steps: int | None = None,
@@ -99,8 +103,11 @@ def eval_path(run_dir: str | Path, report: dict[str, Any]) -> Path:
     """``run_dir/eval_kK_tasksN_seedS.csv``: evaluations with other settings do not overwrite
     each other (the same settings give the same numbers). A meta-test adaptation other than the
     training one (the report's ``adaptation``) adds its three settings,
-    ``eval_kK_tasksN_seedS_OPTIMIZER_lrLR_gradnorm-NORM.csv`` (``lrlearned``: a learned step size)."""
+    ``eval_kK_tasksN_seedS_OPTIMIZER_lrLR_gradnorm-NORM.csv`` (``lrlearned``: a learned step size);
+    a snapshot's evaluation (``--iteration N``) starts ``eval_itrN_``."""
     name = f"eval_k{report['adapt_steps']}_tasks{report['tasks']}_seed{report['seed']}"
+    if report.get("snapshot"):
+        name = f"eval_itr{report['iteration']}_" + name[len("eval_"):]
     adaptation = report.get("adaptation")
     if adaptation:
         lr = adaptation["inner_lr"]

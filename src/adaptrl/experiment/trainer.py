@@ -54,9 +54,11 @@ def build_algorithm(config: TrainConfig) -> Algorithm:
     return ALGORITHMS.get(config.algo).build(config)
 
 
-def restore(algorithm: Algorithm, config: TrainConfig, run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
-    """The algorithm state and checkpoint metadata of ``run_dir`` (checked against ``config``)."""
-    arrays, meta = read_checkpoint(run_dir)
+def restore(algorithm: Algorithm, config: TrainConfig, run_dir: str | Path, iteration: int | None = None
+            ) -> tuple[Any, dict[str, Any]]:
+    """The algorithm state and checkpoint metadata of ``run_dir`` (checked against ``config``): its
+    latest checkpoint, or its snapshot after ``iteration`` iterations (``snapshot_every``)."""
+    arrays, meta = read_checkpoint(run_dir, iteration)
     if int(meta["seed"]) != config.seed:
         raise ConfigError(f"checkpoint seed {meta['seed']} differs from config seed {config.seed}.")
     state = restore_state(algorithm.init(init_key(config.seed)), arrays, where=f"{run_dir} checkpoint")
@@ -104,10 +106,16 @@ def run_loop(algorithm: Algorithm, config: Any, run_dir: str | Path, *, resume: 
     # iteration's row is written, so an interrupt at any point checkpoints a consistent state.
     committed = (state, start_itr, n_timesteps, time_used)
 
+    snapshot_every = int(getattr(config, "snapshot_every", 0))
+
+    def snapshot_due(done_itr: int) -> bool:
+        return snapshot_every > 0 and done_itr > 0 and done_itr % snapshot_every == 0
+
     def checkpoint() -> None:
         done_state, done_itr, done_steps, done_time = committed
         save_checkpoint(run_dir, done_state, {"iteration": done_itr, "seed": config.seed,
-                                              "n_timesteps": done_steps, "time": done_time})
+                                              "n_timesteps": done_steps, "time": done_time},
+                        snapshot=snapshot_due(done_itr))
 
     progress = _progress_bar(show_progress, f"{config.algo} on {config.env}", config.iterations, start_itr,
                              algorithm.headline)
@@ -130,7 +138,8 @@ def run_loop(algorithm: Algorithm, config: Any, run_dir: str | Path, *, resume: 
             rows.append(row)
             for callback in callbacks:
                 callback(row)
-            if (itr + 1) % config.checkpoint_every == 0 or itr + 1 == config.iterations:
+            if ((itr + 1) % config.checkpoint_every == 0 or itr + 1 == config.iterations
+                    or snapshot_due(itr + 1)):
                 checkpoint()
             progress.advance(row)
     except KeyboardInterrupt:

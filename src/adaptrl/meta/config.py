@@ -45,7 +45,8 @@ optimisation on the model: ME-TRPO's validation, MB-MPO's meta-steps, real-data 
 An algorithm declares the groups it uses (:attr:`adaptrl.algorithms.base.AlgorithmSpec.settings`);
 ``--set`` of another group's key is an error naming the algorithms that use it."""
 
-RUN_SETTINGS = ("algo", "env", "env_options", "seed", "iterations", "horizon", "checkpoint_every")
+RUN_SETTINGS = ("algo", "env", "env_options", "seed", "iterations", "horizon", "checkpoint_every",
+                "snapshot_every")
 MODEL_KINDS = ("deterministic", "probabilistic")
 MODEL_ACTIVATIONS = ("relu", "tanh", "swish")
 MEMBER_CHOICES = ("task", "step_rand", "mean")
@@ -135,6 +136,7 @@ class TrainConfig:
     grad_stats_batches: int = 10
     # run
     checkpoint_every: int = 10
+    snapshot_every: int = 0
     # ---- model-based settings (group "model"; docs/model-based.md) ----
     # real data
     real_steps_per_iter: int = _model(4000)
@@ -265,6 +267,8 @@ FIELD_HELP: dict[str, str] = {
                         "meta-gradient's relative std (0 = off)",
     "grad_stats_batches": "independent batches per meta-gradient statistics measurement",
     "checkpoint_every": "write a checkpoint every N iterations (and on Ctrl-C)",
+    "snapshot_every": "also keep the checkpoint after every N-th iteration as checkpoints/itr_N.npz, "
+                      "for eval/video --iteration N (0 = off: only the latest two are kept)",
     # model-based (docs/model-based.md)
     "real_steps_per_iter": "real environment steps collected per iteration (whole episodes of "
                            "`horizon` steps: rounded up to a multiple of the horizon)",
@@ -425,6 +429,8 @@ def validate(config: TrainConfig) -> TrainConfig:
     if config.control_variate != "none" and config.rollouts_per_task < 2:
         raise ConfigError("a control variate needs rollouts_per_task ≥ 2 (it is fitted on one half "
                           "of a task's trajectories and used on the other).")
+    if config.snapshot_every < 0:
+        raise ConfigError(f"snapshot_every must be ≥ 0 (0 = off), got {config.snapshot_every}.")
     if config.grad_stats_every < 0 or config.grad_stats_batches < 2:
         raise ConfigError("grad_stats_every must be ≥ 0 (0 = off) and grad_stats_batches ≥ 2, got "
                           f"{config.grad_stats_every} and {config.grad_stats_batches}.")
