@@ -181,9 +181,20 @@ def test_real_data_come_from_the_adapted_policies_after_a_random_first_iteration
 
     pre = perfect(tiny("mb-mpo", real_data_policy="pre_update"))
     learner = pre.init(jax.random.PRNGKey(0)).extra.learner
-    params, metrics = pre.collection_params(learner, point2d_sim_params(5), state, jax.random.PRNGKey(3))
-    assert tree_equal(params, per_task(learner.meta_params["policy"], 1))
+    adapted, metrics = pre.adapted_policies(learner, point2d_sim_params(5), state, jax.random.PRNGKey(3))
+    theta = learner.meta_params["policy"]
+    assert tree_equal(pre.collection_params(learner, adapted), per_task(theta, 1))
     assert set(metrics) == {f"Member_{k}-{m}" for k in range(5) for m in ("InnerKL", "EnsembleStd")}
+    # PostPolicy-* are the adapted policies' real returns also when θ collects the data
+    evaluated, real_eval = [], pre.real_sampler.collect
+    monkeypatch.setattr(pre.real_sampler, "collect",
+                        lambda params, *a, **k: evaluated.append(params) or real_eval(params, *a, **k))
+    n = pre.config.real_eval_episodes
+    out = pre.real_performance(learner, adapted, jax.random.PRNGKey(4))
+    assert tree_equal(evaluated[0], per_task(theta, n))
+    assert tree_equal(evaluated[1], episode_params(adapted, n))
+    assert not tree_equal(evaluated[1], per_task(theta, n))
+    assert "PrePolicy-AverageReturn" in out and "PostPolicy-AverageReturn" in out
     pre.close()
 
 

@@ -217,12 +217,14 @@ class PolicyOnModel:
         learner, improve_metrics = self.improve(policy.learner, sim_params, improve_key)
         row.update(improve_metrics)
         start = time.perf_counter()
-        collect_params, member_metrics = self.collection_params(learner, sim_params, state, adapt_key)
+        adapted, member_metrics = (self.adapted_policies(learner, sim_params, state, adapt_key)
+                                   if self.adapts else (None, {}))
         row["Time-Adaptation"] = time.perf_counter() - start
         row.update(member_metrics)
-        state = state._replace(extra=PolicyState(learner, collect_params, theta_before))
+        state = state._replace(extra=PolicyState(learner, self.collection_params(learner, adapted),
+                                                 theta_before))
         start = time.perf_counter()
-        row.update(self.real_performance(learner, collect_params, eval_key))
+        row.update(self.real_performance(learner, adapted, eval_key))
         row["Time-RealEval"] = time.perf_counter() - start
         return IterationOutput(state, row, traj.num_env_steps)
 
@@ -239,10 +241,11 @@ class PolicyOnModel:
             params = jax.tree_util.tree_map(jnp.add, params, noise)
         return self.collector.collect(params, single_task(self.env, n), key)
 
-    def real_performance(self, learner: LearnerState, collect_params: Params, key: jax.Array
+    def real_performance(self, learner: LearnerState, adapted: Params | None, key: jax.Array
                          ) -> dict[str, float]:
-        """``PrePolicy-*`` (θ) and, with adaptation, ``PostPolicy-*`` (the adapted policies) over
-        ``real_eval_episodes`` real episodes each: logging only."""
+        """``PrePolicy-*`` (θ) and, with adaptation, ``PostPolicy-*`` (the adapted policies
+        ``adapted``, whichever policies collect the data) over ``real_eval_episodes`` real
+        episodes each: logging only."""
         n = self.config.real_eval_episodes
         if not n:
             return {}
@@ -250,8 +253,8 @@ class PolicyOnModel:
         pre = self.real_sampler.collect(per_task(learner.meta_params["policy"], n), tasks, key)
         out = return_metrics(pre, "PrePolicy-")
         out["RealEvalSteps"] = float(pre.num_env_steps)
-        if self.adapts:
-            post = self.real_sampler.collect(episode_params(collect_params, n), tasks,
+        if adapted is not None:
+            post = self.real_sampler.collect(episode_params(adapted, n), tasks,
                                              jax.random.fold_in(key, 1))
             out.update(return_metrics(post, "PostPolicy-"))
             out["RealEvalSteps"] += post.num_env_steps
@@ -341,17 +344,12 @@ class PolicyOnModel:
             traj = sampler.collect(theta, tasks, key, sim_params=sim_params)
         return np.asarray(traj.returns()).mean(axis=1)
 
-    def collection_params(self, learner: LearnerState, sim_params: Any, state: ModelBasedState,
-                          key: jax.Array) -> tuple[Params, dict[str, float]]:
-        """The policies that collect the next real batch: the adapted ones
-        (:meth:`adapted_policies`) with ``real_data_policy=adapted``, else θ (one task)."""
-        theta = learner.meta_params["policy"]
-        if not self.adapts:
-            return per_task(theta, 1), {}
-        adapted, metrics = self.adapted_policies(learner, sim_params, state, key)
-        if self.config.real_data_policy == "pre_update":
-            return per_task(theta, 1), metrics
-        return adapted, metrics
+    def collection_params(self, learner: LearnerState, adapted: Params | None) -> Params:
+        """The policies that collect the next real batch: the adapted ones (``adapted``, from
+        :meth:`adapted_policies`) with ``real_data_policy=adapted``, else θ (one task)."""
+        if adapted is None or self.config.real_data_policy == "pre_update":
+            return per_task(learner.meta_params["policy"], 1)
+        return adapted
 
     def adapted_policies(self, learner: LearnerState, sim_params: Any, state: ModelBasedState,
                          key: jax.Array) -> tuple[Params, dict[str, float]]:
