@@ -189,7 +189,7 @@ EXPERIMENTS: dict[str, ExperimentSpec] = {
         name="mbmpo-fig39",
         description="MB-MPO's tailored exploration (real data from the K adapted policies) against "
                     "collecting it with the pre-update policy",
-        paper="Clavera 2020 (thesis) App. B.2, Fig. 39",
+        paper="Clavera 2020 (thesis) App. B.1, Fig. 39",
         env=("HalfCheetah", "Walker2D"), real_steps=_MB_STEPS,
         runs=(RunSpec("tailored", "mb-mpo", {"real_data_policy": "adapted"}),
               RunSpec("pre-update", "mb-mpo", {"real_data_policy": "pre_update"})),
