@@ -86,8 +86,11 @@ def save_checkpoint(run_dir: str | Path, state: Any, meta: dict[str, Any], *, sn
         if snapshot:
             kept = snapshot_path(run_dir, meta["iteration"])
             partial = kept.with_name(".tmp-" + kept.name)
-            shutil.copyfile(tmp, partial)
-            os.replace(partial, kept)
+            try:
+                shutil.copyfile(tmp, partial)
+                os.replace(partial, kept)
+            finally:
+                partial.unlink(missing_ok=True)
         if (folder / LATEST).is_file():
             os.replace(folder / LATEST, folder / PREVIOUS)
         os.replace(tmp, folder / LATEST)
