@@ -265,7 +265,7 @@ def test_checkpoint_holds_named_fields_and_restores_them_exactly(tmp_path):
         assert all(data[k].dtype != object for k in data.files)
 
 
-def test_snapshots_keep_every_nth_state_for_eval_and_resume_exactly(tmp_path, capsys):
+def test_snapshots_keep_every_nth_state_for_eval(tmp_path, capsys):
     """snapshot_every=2 keeps itr_2 and itr_4 (not only latest/previous, with checkpoint_every=3
     not a divisor); a snapshot holds the state of a shorter run of the same seed, eval --iteration
     meta-tests it into its own file, and a missing snapshot is one error naming those kept."""

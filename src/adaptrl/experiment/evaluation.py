@@ -23,15 +23,14 @@ from adaptrl.meta.adaptation import check_inner_options
 from adaptrl.meta.config import TrainConfig
 
 
-def load_run(run_dir: str | Path, iteration: int | None = None) -> tuple[TrainConfig, Any, dict[str, Any]]:
-    """Config, algorithm state and checkpoint metadata of a run directory: its latest checkpoint or
-    its snapshot after ``iteration`` iterations (nothing is trained, so the training batch's memory
-    is not checked)."""
+def load_run(run_dir: str | Path) -> tuple[TrainConfig, Any, dict[str, Any]]:
+    """Config, algorithm state and checkpoint metadata of a run directory (nothing is trained, so
+    the training batch's memory is not checked)."""
     config = load_run_config(run_dir)
     with memory.no_training_check():
         algorithm = build_algorithm(config)
     try:
-        state, meta = restore(algorithm, config, run_dir, iteration)
+        state, meta = restore(algorithm, config, run_dir)
     finally:
         algorithm.close()
     return config, state, meta
@@ -105,9 +104,8 @@ def eval_path(run_dir: str | Path, report: dict[str, Any]) -> Path:
     training one (the report's ``adaptation``) adds its three settings,
     ``eval_kK_tasksN_seedS_OPTIMIZER_lrLR_gradnorm-NORM.csv`` (``lrlearned``: a learned step size);
     a snapshot's evaluation (``--iteration N``) starts ``eval_itrN_``."""
-    name = f"eval_k{report['adapt_steps']}_tasks{report['tasks']}_seed{report['seed']}"
-    if report.get("snapshot"):
-        name = f"eval_itr{report['iteration']}_" + name[len("eval_"):]
+    prefix = f"eval_itr{report['iteration']}" if report.get("snapshot") else "eval"
+    name = f"{prefix}_k{report['adapt_steps']}_tasks{report['tasks']}_seed{report['seed']}"
     adaptation = report.get("adaptation")
     if adaptation:
         lr = adaptation["inner_lr"]

@@ -83,8 +83,8 @@ def run_loop(algorithm: Algorithm, config: Any, run_dir: str | Path, *, resume: 
              make_plots: bool = True) -> TrainResult:
     """Run ``config.iterations`` iterations of ``algorithm`` into ``run_dir``.
 
-    ``config`` needs ``seed``, ``iterations``, ``checkpoint_every``, ``algo``, ``env`` and
-    ``to_yaml()``. Each ``callbacks`` entry is called after every iteration with the logged row.
+    ``config`` needs ``seed``, ``iterations``, ``checkpoint_every``, ``snapshot_every``, ``algo``,
+    ``env`` and ``to_yaml()``. Each ``callbacks`` entry is called after every iteration with the logged row.
     Ctrl-C writes a checkpoint of the last completed iteration and returns with
     ``interrupted=True``."""
     run_dir = Path(run_dir)
@@ -106,10 +106,8 @@ def run_loop(algorithm: Algorithm, config: Any, run_dir: str | Path, *, resume: 
     # iteration's row is written, so an interrupt at any point checkpoints a consistent state.
     committed = (state, start_itr, n_timesteps, time_used)
 
-    snapshot_every = int(getattr(config, "snapshot_every", 0))
-
     def snapshot_due(done_itr: int) -> bool:
-        return snapshot_every > 0 and done_itr > 0 and done_itr % snapshot_every == 0
+        return config.snapshot_every > 0 and done_itr > 0 and done_itr % config.snapshot_every == 0
 
     def checkpoint() -> None:
         done_state, done_itr, done_steps, done_time = committed
