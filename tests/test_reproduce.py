@@ -241,6 +241,46 @@ def test_runs_left_out_by_only_may_have_any_length(reproduced, registered, tmp_p
     assert "inner_lr" not in planned[0].command
 
 
+def test_algorithm_scoped_set_applies_to_drawn_runs_too(reproduced, registered, tmp_path):
+    """`--set promp:inner_lr=0.05` describes promp runs trained with that setting in every command:
+    training another label next to them, and --plot-only. A plain --set could not: it applies to the
+    trained labels only, so the changed promp runs were a conflict."""
+    out = tmp_path / "copy"
+    shutil.copytree(reproduced["out"] / "tiny", out / "tiny")
+    for seed in (0, 1):
+        shutil.rmtree(out / "tiny" / f"lvc-vpg-s{seed}")
+        config = out / "tiny" / f"promp-s{seed}" / "config.yaml"
+        text = config.read_text()
+        assert "inner_lr: 0.1\n" in text
+        config.write_text(text.replace("inner_lr: 0.1\n", "inner_lr: 0.05\n"))
+    with pytest.raises(ConfigError, match=r"promp-s0 holds a run of another configuration \(inner_lr"):
+        plan_experiment("tiny", seeds=2, scale=0.5, out=out, train_labels=["lvc-vpg"])
+    scoped = {"promp:inner_lr": "0.05"}
+    planned = plan_experiment("tiny", seeds=2, scale=0.5, out=out, train_labels=["lvc-vpg"], overrides=scoped)
+    assert [(run.label, run.status, run.config.inner_lr) for run in planned[:2]] == [
+        ("promp", "done", 0.05), ("lvc-vpg", "new", 0.1)]
+    assert "inner_lr=0.05" in planned[0].command and "inner_lr" not in planned[1].command
+    with pytest.raises(ConfigError, match=r"promp-s0 holds a run of another configuration"):
+        plot_experiment("tiny", seeds=2, out=out)
+    result = plot_experiment("tiny", seeds=2, out=out, overrides=scoped)
+    assert result.figure is not None and result.figure.is_file()
+    with pytest.raises(ConfigError, match=r"no run of tiny uses algorithm 'maml-trpo'; its algorithms are "
+                                          r"lvc-vpg, promp\."):
+        plan_experiment("tiny", seeds=2, out=out, overrides={"maml-trpo:inner_lr": "0.05"})
+    with pytest.raises(ConfigError, match=r"give a setting after promp:"):
+        plan_experiment("tiny", seeds=2, out=out, overrides={"promp:": "0.05"})
+
+
+def test_scoped_settings_merge_plain_scoped_and_env_options():
+    settings = {"outer_lr": "0.2", "promp:inner_lr": "0.05", "promp:env_options.reward_type": "dense",
+                "lvc-vpg:inner_lr": "0.3", "env_options": {"horizon": 7}}
+    assert campaign_runner.scoped_settings(TINY, settings, "promp", trained=True) == {
+        "outer_lr": "0.2", "inner_lr": "0.05", "env_options": {"horizon": 7, "reward_type": "dense"}}
+    assert campaign_runner.scoped_settings(TINY, settings, "promp", trained=False) == {
+        "inner_lr": "0.05", "env_options": {"reward_type": "dense"}}
+    assert campaign_runner.scoped_settings(TINY, settings, "lvc-vpg", trained=False) == {"inner_lr": "0.3"}
+
+
 def test_progress_without_checkpoint_blocks(reproduced, registered, tmp_path):
     run_dir = tmp_path / "tiny" / "promp-s0"
     shutil.copytree(reproduced["out"] / "tiny" / "promp-s0", run_dir)

@@ -41,7 +41,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"root folder (default {DEFAULT_OUT})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting of every run that is trained (all, or those --only and "
-                             "--envs select; repeatable); see adaptrl train --help")
+                             "--envs select; repeatable); see adaptrl train --help. ALGO:KEY=VALUE sets it "
+                             "for every run of algorithm ALGO, trained or only drawn (pass the same flags "
+                             "to --plot-only), e.g. --set me-trpo:rollouts_per_task=50")
     parser.add_argument("--only", default=None, metavar="LABEL,...", help="train only these labels")
     parser.add_argument("--envs", default=None, metavar="ENV,...",
                         help="train only these environments of a multi-environment experiment")

@@ -166,6 +166,44 @@ def run_overrides(exp: ExperimentSpec, spec: RunSpec, env: str,
     return _merge(shared, spec.overrides, overrides)
 
 
+SCOPE_SEPARATOR = ":"
+"""``--set ALGO:KEY=VALUE`` sets KEY for the runs of algorithm ALGO only."""
+
+
+def scoped_settings(exp: ExperimentSpec, overrides: Mapping[str, Any] | None, algo: str,
+                    trained: bool) -> dict[str, Any]:
+    """The ``--set`` settings of one run of algorithm ``algo``.
+
+    Plain keys apply to the runs being trained (``trained``); keys ``ALGO:KEY`` apply to every run
+    of algorithm ALGO, trained or only drawn, so that one set of flags describes a reproduction
+    whose runs of one algorithm were changed (e.g. a reduced ME-TRPO next to the paper's MB-MPO)
+    in every command: training other labels, resuming and ``--plot-only``. ``ALGO:env_options.K``
+    sets one env option. An ALGO that no run of ``exp`` uses is a :class:`ConfigError`."""
+    algos = sorted({spec.algo for spec in exp.runs})
+    plain: dict[str, Any] = {}
+    scoped: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        scope, sep, setting = key.partition(SCOPE_SEPARATOR)
+        if not sep:
+            plain[key] = value
+            continue
+        if scope not in algos:
+            raise ConfigError(f"--set {key}=…: no run of {exp.name} uses algorithm {scope!r}; its "
+                              f"algorithms are {', '.join(algos)}.")
+        if not setting:
+            raise ConfigError(f"--set {key}=…: give a setting after {scope}{SCOPE_SEPARATOR}, e.g. "
+                              f"{scope}{SCOPE_SEPARATOR}rollouts_per_task=50.")
+        if scope != algo:
+            continue
+        if setting.startswith("env_options."):
+            option = setting.split(".", 1)[1]
+            scoped.setdefault("env_options", {})[option] = (yaml.safe_load(value) if isinstance(value, str)
+                                                            else value)
+        else:
+            scoped[setting] = value
+    return _merge(plain if trained else {}, scoped)
+
+
 def run_iterations(exp: ExperimentSpec, spec: RunSpec, env: str, scale: float,
                    overrides: Mapping[str, Any] | None = None) -> int:
     """Iterations of run ``spec`` on ``env`` at ``scale``: the scaled iterations, or the fewest that
@@ -281,8 +319,9 @@ def plan_experiment(name: str, *, seeds: int | Sequence[int] | None = None, scal
     :class:`ConfigError` when a folder holds a run of another configuration (with
     ``ignore_iterations``, runs of any length count as this recipe). Runs outside
     ``train_labels`` × ``train_envs`` (when given; ``--only``, ``--envs``) are not trained, only
-    drawn, so for them a run of any length counts, and ``overrides`` (``--set``) apply only to the
-    trained runs (a setting another label's algorithm lacks is then no error)."""
+    drawn, so for them a run of any length counts, and plain ``overrides`` (``--set KEY=VALUE``)
+    apply only to the trained runs (a setting another label's algorithm lacks is then no error);
+    ``ALGO:KEY`` overrides apply to every run of ALGO (:func:`scoped_settings`)."""
     exp = get_experiment(name)
     seed_list = resolve_seeds(seeds, exp.seeds)
     env_list = select_envs(exp, envs)
@@ -291,8 +330,8 @@ def plan_experiment(name: str, *, seeds: int | Sequence[int] | None = None, scal
         return ((train_labels is None or spec.label in train_labels)
                 and (train_envs is None or env in train_envs))
 
-    def own_overrides(spec: RunSpec, env: str) -> Mapping[str, Any] | None:
-        return overrides if is_trained(spec, env) else None
+    def own_overrides(spec: RunSpec, env: str) -> Mapping[str, Any]:
+        return scoped_settings(exp, overrides, spec.algo, is_trained(spec, env))
 
     iterations = {(env, spec.label): run_iterations(exp, spec, env, scale, own_overrides(spec, env))
                   for env in env_list for spec in exp.runs}
