@@ -605,12 +605,15 @@ def test_model_based_registry_entries(tmp_path):
     assert {run.label: run.config.iterations for run in small} == {
         "mb-mpo": 5, "me-trpo": 7, "mb-mpc": 5, "trpo": 100, "ppo": 100}
     fig5 = plan_experiment("metrpo-fig5", seeds=1, out=tmp_path)
-    assert [(run.config.model_members, run.config.iterations) for run in fig5] == [
-        (1, 100), (5, 100), (10, 100), (20, 100)]
+    assert [(run.config.model_members, run.config.iterations, run.config.horizon) for run in fig5] == [
+        (1, 100, 100), (5, 100, 100), (10, 100, 100), (20, 100, 100)]
     fig10 = plan_experiment("mbmpo-fig10", seeds=1, out=tmp_path)
     assert [(run.algo, run.config.model_output_bias_max, run.config.horizon,
              run.config.model_output_noise_std) for run in fig10] == [
         (a, b, 100, 0.1) for a in ("mb-mpo", "me-trpo") for b in (0.0, 0.5, 1.0)]
+    paper_mbmpo = build_config("mb-mpo", "HalfCheetah", preset="paper")
+    assert paper_mbmpo.inner_lr == 0.001 and paper_mbmpo.model_weight_norm
+    assert [(run.config.inner_lr, run.config.model_weight_norm) for run in fig10[:3]] == [(0.01, False)] * 3
     fig39 = plan_experiment("mbmpo-fig39", seeds=1, out=tmp_path)
     assert [(run.env, run.config.real_data_policy) for run in fig39] == [
         (env, policy) for env in ("HalfCheetah", "Walker2D") for policy in ("adapted", "pre_update")]
