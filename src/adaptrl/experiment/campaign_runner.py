@@ -46,7 +46,7 @@ from adaptrl.experiment.campaigns import (
     get_experiment,
 )
 from adaptrl.experiment.checkpoints import has_checkpoint
-from adaptrl.experiment.config import build_config
+from adaptrl.experiment.config import add_override, build_config
 from adaptrl.experiment.rundir import CONFIG_FILE, PROGRESS_FILE, load_run_config
 from adaptrl.experiment.trainer import TrainingDiverged, train
 from adaptrl.meta.config import TrainConfig
@@ -193,14 +193,8 @@ def scoped_settings(exp: ExperimentSpec, overrides: Mapping[str, Any] | None, al
         if not setting:
             raise ConfigError(f"--set {key}=…: give a setting after {scope}{SCOPE_SEPARATOR}, e.g. "
                               f"{scope}{SCOPE_SEPARATOR}rollouts_per_task=50.")
-        if scope != algo:
-            continue
-        if setting.startswith("env_options."):
-            option = setting.split(".", 1)[1]
-            scoped.setdefault("env_options", {})[option] = (yaml.safe_load(value) if isinstance(value, str)
-                                                            else value)
-        else:
-            scoped[setting] = value
+        if scope == algo:
+            add_override(scoped, setting, value)
     return _merge(plain if trained else {}, scoped)
 
 

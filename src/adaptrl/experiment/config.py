@@ -53,11 +53,19 @@ def parse_set(items: Iterable[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {item!r}.")
-        if key.startswith("env_options."):
-            out.setdefault("env_options", {})[key.split(".", 1)[1]] = yaml.safe_load(value)
-        else:
-            out[key] = value
+        add_override(out, key, value)
     return out
+
+
+def add_override(overrides: dict[str, Any], key: str, value: Any) -> None:
+    """Put one ``--set`` value into ``overrides``: ``env_options.K`` into the ``env_options``
+    mapping (a string parsed as a YAML scalar), any other key as given."""
+    if key.startswith("env_options."):
+        option = key.split(".", 1)[1]
+        parsed = yaml.safe_load(value) if isinstance(value, str) else value
+        overrides.setdefault("env_options", {})[option] = parsed
+    else:
+        overrides[key] = value
 
 
 
