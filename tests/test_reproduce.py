@@ -253,8 +253,14 @@ def test_algorithm_scoped_set_applies_to_drawn_runs_too(reproduced, registered, 
         text = config.read_text()
         assert "inner_lr: 0.1\n" in text
         config.write_text(text.replace("inner_lr: 0.1\n", "inner_lr: 0.05\n"))
-    with pytest.raises(ConfigError, match=r"promp-s0 holds a run of another configuration \(inner_lr"):
+    # the error names the scoped flag that describes the drawn runs; training them says another thing
+    with pytest.raises(ConfigError, match=r"promp-s0 holds a run of another configuration \(inner_lr: "
+                                          r"0\.05 there, 0\.1 here\)\. This command only draws it.*"
+                                          r"--set promp:inner_lr=0\.05; or choose another --out"):
         plan_experiment("tiny", seeds=2, scale=0.5, out=out, train_labels=["lvc-vpg"])
+    with pytest.raises(ConfigError, match=r"0\.1 here\)\. Choose another --out, or delete") as trained:
+        plan_experiment("tiny", seeds=2, scale=0.5, out=out, train_labels=["promp"])
+    assert "promp:inner_lr" not in str(trained.value)
     scoped = {"promp:inner_lr": "0.05"}
     planned = plan_experiment("tiny", seeds=2, scale=0.5, out=out, train_labels=["lvc-vpg"], overrides=scoped)
     assert [(run.label, run.status, run.config.inner_lr) for run in planned[:2]] == [

@@ -262,9 +262,15 @@ def _differences(existing: TrainConfig, wanted: TrainConfig, ignore: Sequence[st
 
 
 def _conflict_error(run_dir: Path, existing: TrainConfig, wanted: TrainConfig, keys: list[str],
-                    full_iterations: int | None) -> ConfigError:
+                    full_iterations: int | None, drawn: bool = False) -> ConfigError:
     have, want = existing.to_dict(), wanted.to_dict()
     diffs = "; ".join(f"{k}: {have.get(k)!r} there, {want[k]!r} here" for k in keys)
+    if drawn:
+        flags = " ".join(_scoped_flags(existing.algo, k, have.get(k)) for k in keys)
+        return ConfigError(f"{run_dir} holds a run of another configuration ({diffs}). This command only "
+                           f"draws it, so pass the settings it was trained with, scoped to its algorithm "
+                           f"(--set ALGO:KEY=VALUE applies to trained and drawn runs alike): {flags}; or "
+                           f"choose another --out.")
     hint = ""
     if keys == ["iterations"] and full_iterations:
         hint = (f" It was trained with --scale {existing.iterations / full_iterations:g}: pass that "
@@ -275,10 +281,19 @@ def _conflict_error(run_dir: Path, existing: TrainConfig, wanted: TrainConfig, k
                        f"--out, or delete {run_dir} to train it again with this recipe.")
 
 
+def _scoped_flags(algo: str, key: str, value: Any) -> str:
+    """The ``--set ALGO:KEY=VALUE`` flags that give a run of ``algo`` the setting ``key = value``."""
+    if key == "env_options" and isinstance(value, Mapping):
+        return " ".join(f"--set {algo}{SCOPE_SEPARATOR}env_options.{option}={_yaml_scalar(v)}"
+                        for option, v in value.items())
+    return f"--set {algo}{SCOPE_SEPARATOR}{key}={format_setting(value)}"
+
+
 def inspect_run(run_dir: Path, config: TrainConfig, full_iterations: int | None,
-                ignore_iterations: bool = False) -> tuple[str, int]:
+                ignore_iterations: bool = False, drawn: bool = False) -> tuple[str, int]:
     """``(status, rows)`` of ``run_dir`` for ``config`` (see :class:`PlannedRun`); a folder holding a
-    run of another configuration raises :class:`ConfigError` naming the differing keys."""
+    run of another configuration raises :class:`ConfigError` naming the differing keys (for a run
+    the command only ``drawn``, with the scoped ``--set`` flags that describe it)."""
     if not (run_dir / CONFIG_FILE).is_file():
         if (run_dir / PROGRESS_FILE).exists() or has_checkpoint(run_dir):
             raise ConfigError(f"{run_dir} holds training output but no {CONFIG_FILE}; choose another "
@@ -291,7 +306,7 @@ def inspect_run(run_dir: Path, config: TrainConfig, full_iterations: int | None,
                           f"another --out or delete {run_dir}.") from e
     keys = _differences(existing, config, ("iterations",) if ignore_iterations else ())
     if keys:
-        raise _conflict_error(run_dir, existing, config, keys, full_iterations)
+        raise _conflict_error(run_dir, existing, config, keys, full_iterations, drawn)
     rows = count_rows(run_dir)
     target = existing.iterations if ignore_iterations else config.iterations
     if rows >= target:
@@ -337,7 +352,8 @@ def plan_experiment(name: str, *, seeds: int | Sequence[int] | None = None, scal
                 trained, settings = is_trained(spec, env), own_overrides(spec, env)
                 config = run_config(exp, spec, seed, n, settings, env)
                 run_dir = run_dir_of(out, exp, spec.label, seed, env)
-                status, rows = inspect_run(run_dir, config, exp.iterations, ignore_iterations or not trained)
+                status, rows = inspect_run(run_dir, config, exp.iterations, ignore_iterations or not trained,
+                                           drawn=ignore_iterations or not trained)
                 command = train_command(exp, spec, seed, n, settings, run_dir, env)
                 title = f"{spec.label} on {env}" if len(exp.envs) > 1 else spec.label
                 planned.append(PlannedRun(spec.label, spec.algo, seed, config, run_dir, status, rows, command,
