@@ -275,6 +275,12 @@ def test_algorithm_scoped_set_applies_to_drawn_runs_too(reproduced, registered, 
         plan_experiment("tiny", seeds=2, out=out, overrides={"maml-trpo:inner_lr": "0.05"})
     with pytest.raises(ConfigError, match=r"give a setting after promp:"):
         plan_experiment("tiny", seeds=2, out=out, overrides={"promp:": "0.05"})
+    # a drawn run of another seed cannot be described by a scoped --set: the plain conflict error
+    config = out / "tiny" / "promp-s0" / "config.yaml"
+    config.write_text(config.read_text().replace("seed: 0\n", "seed: 5\n"))
+    with pytest.raises(ConfigError, match=r"seed: 5 there, 0 here\)\. Choose another --out") as seeded:
+        plan_experiment("tiny", seeds=2, scale=0.5, out=out, train_labels=["lvc-vpg"], overrides=scoped)
+    assert "promp:seed" not in str(seeded.value)
 
 
 def test_scoped_settings_merge_plain_scoped_and_env_options():

@@ -261,11 +261,15 @@ def _differences(existing: TrainConfig, wanted: TrainConfig, ignore: Sequence[st
     return [k for k in want if k not in (*ignore, *_OPERATIONAL) and have.get(k) != want[k]]
 
 
+_UNSCOPED = {*_RESERVED, "algo", "env"}
+"""Keys no ``--set ALGO:KEY`` can describe: a drawn run differing in one gets the plain conflict error."""
+
+
 def _conflict_error(run_dir: Path, existing: TrainConfig, wanted: TrainConfig, keys: list[str],
                     full_iterations: int | None, drawn: bool = False) -> ConfigError:
     have, want = existing.to_dict(), wanted.to_dict()
     diffs = "; ".join(f"{k}: {have.get(k)!r} there, {want[k]!r} here" for k in keys)
-    if drawn:
+    if drawn and not set(keys) & _UNSCOPED:
         flags = " ".join(_scoped_flags(existing.algo, k, have.get(k)) for k in keys)
         return ConfigError(f"{run_dir} holds a run of another configuration ({diffs}). This command only "
                            f"draws it, so pass the settings it was trained with, scoped to its algorithm "
