@@ -234,6 +234,16 @@ def _yaml_scalar(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
 
 
+def set_flags(key: str, value: Any, scope: str = "") -> list[str]:
+    """The ``--set [SCOPE:]KEY=VALUE`` arguments that give a run the setting ``key = value``
+    (an ``env_options`` mapping as one ``env_options.OPTION=VALUE`` per option)."""
+    prefix = f"{scope}{SCOPE_SEPARATOR}" if scope else ""
+    if key == "env_options" and isinstance(value, Mapping):
+        return [arg for option, option_value in value.items()
+                for arg in ("--set", f"{prefix}env_options.{option}={_yaml_scalar(option_value)}")]
+    return ["--set", f"{prefix}{key}={format_setting(value)}"]
+
+
 def train_command(exp: ExperimentSpec, spec: RunSpec, seed: int, iterations: int,
                   overrides: Mapping[str, Any] | None, run_dir: str | Path, env: str | None = None) -> str:
     """The ``adaptrl train`` command line that trains exactly this run into ``run_dir``."""
@@ -241,11 +251,7 @@ def train_command(exp: ExperimentSpec, spec: RunSpec, seed: int, iterations: int
     args = ["adaptrl", "train", spec.algo, "--env", env, "--preset", exp.preset, "--seed", str(seed),
             "--iterations", str(iterations)]
     for key, value in run_overrides(exp, spec, env, overrides).items():
-        if key == "env_options" and isinstance(value, Mapping):
-            for option, option_value in value.items():
-                args += ["--set", f"env_options.{option}={_yaml_scalar(option_value)}"]
-        else:
-            args += ["--set", f"{key}={format_setting(value)}"]
+        args += set_flags(key, value)
     args += ["--out", str(run_dir)]
     return shlex.join(args)
 
@@ -270,7 +276,7 @@ def _conflict_error(run_dir: Path, existing: TrainConfig, wanted: TrainConfig, k
     have, want = existing.to_dict(), wanted.to_dict()
     diffs = "; ".join(f"{k}: {have.get(k)!r} there, {want[k]!r} here" for k in keys)
     if drawn and not set(keys) & _UNSCOPED:
-        flags = " ".join(_scoped_flags(existing.algo, k, have.get(k)) for k in keys)
+        flags = " ".join(arg for k in keys for arg in set_flags(k, have.get(k), existing.algo))
         return ConfigError(f"{run_dir} holds a run of another configuration ({diffs}). This command only "
                            f"draws it, so pass the settings it was trained with, scoped to its algorithm "
                            f"(--set ALGO:KEY=VALUE applies to trained and drawn runs alike): {flags}; or "
@@ -285,19 +291,12 @@ def _conflict_error(run_dir: Path, existing: TrainConfig, wanted: TrainConfig, k
                        f"--out, or delete {run_dir} to train it again with this recipe.")
 
 
-def _scoped_flags(algo: str, key: str, value: Any) -> str:
-    """The ``--set ALGO:KEY=VALUE`` flags that give a run of ``algo`` the setting ``key = value``."""
-    if key == "env_options" and isinstance(value, Mapping):
-        return " ".join(f"--set {algo}{SCOPE_SEPARATOR}env_options.{option}={_yaml_scalar(v)}"
-                        for option, v in value.items())
-    return f"--set {algo}{SCOPE_SEPARATOR}{key}={format_setting(value)}"
-
-
 def inspect_run(run_dir: Path, config: TrainConfig, full_iterations: int | None,
-                ignore_iterations: bool = False, drawn: bool = False) -> tuple[str, int]:
+                drawn: bool = False) -> tuple[str, int]:
     """``(status, rows)`` of ``run_dir`` for ``config`` (see :class:`PlannedRun`); a folder holding a
-    run of another configuration raises :class:`ConfigError` naming the differing keys (for a run
-    the command only ``drawn``, with the scoped ``--set`` flags that describe it)."""
+    run of another configuration raises :class:`ConfigError` naming the differing keys. A run the
+    command only ``drawn`` counts at any length, and its error names the scoped ``--set`` flags
+    that describe it."""
     if not (run_dir / CONFIG_FILE).is_file():
         if (run_dir / PROGRESS_FILE).exists() or has_checkpoint(run_dir):
             raise ConfigError(f"{run_dir} holds training output but no {CONFIG_FILE}; choose another "
@@ -308,11 +307,11 @@ def inspect_run(run_dir: Path, config: TrainConfig, full_iterations: int | None,
     except ConfigError as e:
         raise ConfigError(f"{run_dir} holds a run whose {CONFIG_FILE} cannot be used ({e}); choose "
                           f"another --out or delete {run_dir}.") from e
-    keys = _differences(existing, config, ("iterations",) if ignore_iterations else ())
+    keys = _differences(existing, config, ("iterations",) if drawn else ())
     if keys:
         raise _conflict_error(run_dir, existing, config, keys, full_iterations, drawn)
     rows = count_rows(run_dir)
-    target = existing.iterations if ignore_iterations else config.iterations
+    target = existing.iterations if drawn else config.iterations
     if rows >= target:
         return "done", rows
     if has_checkpoint(run_dir):
@@ -356,8 +355,8 @@ def plan_experiment(name: str, *, seeds: int | Sequence[int] | None = None, scal
                 trained, settings = is_trained(spec, env), own_overrides(spec, env)
                 config = run_config(exp, spec, seed, n, settings, env)
                 run_dir = run_dir_of(out, exp, spec.label, seed, env)
-                status, rows = inspect_run(run_dir, config, exp.iterations, ignore_iterations or not trained,
-                                           drawn=ignore_iterations or not trained)
+                drawn = ignore_iterations or not trained
+                status, rows = inspect_run(run_dir, config, exp.iterations, drawn)
                 command = train_command(exp, spec, seed, n, settings, run_dir, env)
                 title = f"{spec.label} on {env}" if len(exp.envs) > 1 else spec.label
                 planned.append(PlannedRun(spec.label, spec.algo, seed, config, run_dir, status, rows, command,
