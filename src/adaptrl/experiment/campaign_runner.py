@@ -276,7 +276,7 @@ def _conflict_error(run_dir: Path, existing: TrainConfig, wanted: TrainConfig, k
     have, want = existing.to_dict(), wanted.to_dict()
     diffs = "; ".join(f"{k}: {have.get(k)!r} there, {want[k]!r} here" for k in keys)
     if drawn and not set(keys) & _UNSCOPED:
-        flags = " ".join(arg for k in keys for arg in set_flags(k, have.get(k), existing.algo))
+        flags = shlex.join([arg for k in keys for arg in set_flags(k, have.get(k), existing.algo)])
         return ConfigError(f"{run_dir} holds a run of another configuration ({diffs}). This command only "
                            f"draws it, so pass the settings it was trained with, scoped to its algorithm "
                            f"(--set ALGO:KEY=VALUE applies to trained and drawn runs alike): {flags}; or "
