@@ -167,7 +167,7 @@ EXPERIMENTS: dict[str, ExperimentSpec] = {
         name="mbmpo-fig8",
         description="MB-MPO against ME-TRPO and MB-MPC on five MuJoCo tasks (horizon 200), with TRPO "
                     "and PPO as the model-free yardstick: real return against real steps",
-        paper="Clavera 2020 (thesis) §5.5.2, Fig. 8 (MB baselines) and Fig. 7 (model-free yardstick)",
+        paper="Clavera 2020 (thesis) §5.5.2, Fig. 8 (MB baselines) and §5.5.1, Fig. 7 (model-free yardstick)",
         env=("HalfCheetah", "Walker2D", "Hopper", "Ant", "Swimmer"), real_steps=_MB_STEPS,
         runs=(RunSpec("mb-mpo", "mb-mpo"), RunSpec("me-trpo", "me-trpo"), RunSpec("mb-mpc", "mb-mpc"),
               RunSpec("trpo", "trpo", real_steps=_MF_STEPS), RunSpec("ppo", "ppo", real_steps=_MF_STEPS)),
