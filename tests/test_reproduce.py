@@ -706,6 +706,15 @@ def test_real_step_budget_experiment(monkeypatch, tmp_path, capsys):
     assert "real return" in out and "pre-update" not in out
     assert "Point1D" in out and "steps to target" in out and "not reached (25)" in out
     assert "150 (≥ 10), 0.25×" in out
+    # --plot-only --envs draws only that environment: one panel, its summary rows, its commands
+    out = cli(["tiny-mb", "--seeds", "2", "--out", str(tmp_path), "--plot-only", "--envs", "Point1D"], capsys)
+    assert "Point2D" not in out
+    assert_comparison_png(tmp_path / "tiny-mb" / "comparison.png", panels=1)
+    written = read_summary_rows(tmp_path / "tiny-mb" / "summary.csv")
+    assert {row["env"] for row in written} == {"Point1D"} and len(written) == 3
+    command_lines = [line for line in (tmp_path / "tiny-mb" / "commands.txt").read_text().splitlines()
+                     if line.startswith("adaptrl train")]
+    assert len(command_lines) == 6 and all("--env Point1D " in line for line in command_lines)
 
 
 def read_summary_rows(path):

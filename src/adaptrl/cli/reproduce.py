@@ -46,7 +46,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                              "to --plot-only), e.g. --set me-trpo:rollouts_per_task=50")
     parser.add_argument("--only", default=None, metavar="LABEL,...", help="train only these labels")
     parser.add_argument("--envs", default=None, metavar="ENV,...",
-                        help="train only these environments of a multi-environment experiment")
+                        help="train (with --plot-only: draw) only these environments of a "
+                             "multi-environment experiment")
     parser.add_argument("--ray", action="store_true", help="run each run as a Ray task (pip install "
                         "'adaptrl[ray]')")
     parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
@@ -59,7 +60,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true",
                         help="print each run, its status and its `adaptrl train` command; train nothing")
     parser.add_argument("--plot-only", action="store_true",
-                        help="only redraw comparison.png and summary.csv from the existing runs")
+                        help="only redraw comparison.png and summary.csv from the existing runs (of "
+                             "the --envs environments when given, else of all)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
     return parser
@@ -103,7 +105,7 @@ def run(args: argparse.Namespace) -> None:
         return
     if args.plot_only:
         _print_summary(plot_experiment(exp.name, seeds=seeds, scale=args.scale, out=args.out,
-                                       overrides=overrides))
+                                       overrides=overrides, envs=envs))
         return
     console = Console(stderr=True)
     result = run_experiment(exp.name, seeds=seeds, scale=args.scale, out=args.out, overrides=overrides,

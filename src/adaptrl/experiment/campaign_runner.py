@@ -514,13 +514,14 @@ def run_experiment(name: str, *, seeds: int | Sequence[int] | None = None, scale
 
 
 def plot_experiment(name: str, *, seeds: int | Sequence[int] | None = None, scale: float = 1.0,
-                    out: str | Path = DEFAULT_OUT,
-                    overrides: Mapping[str, Any] | None = None) -> ReproduceResult:
+                    out: str | Path = DEFAULT_OUT, overrides: Mapping[str, Any] | None = None,
+                    envs: Sequence[str] | None = None) -> ReproduceResult:
     """Redraw the comparison figure and summary of ``name`` from the runs that exist (of any
-    length; ``scale`` only sets the iterations written into ``commands.txt``)."""
+    length; ``scale`` only sets the iterations written into ``commands.txt``), of the
+    environments ``envs`` only when given (``--envs``; default all)."""
     exp = get_experiment(name)
     planned = plan_experiment(name, seeds=seeds, scale=scale, out=out, overrides=overrides,
-                              ignore_iterations=True)
+                              ignore_iterations=True, envs=envs)
     result = ReproduceResult(exp.name, Path(out) / exp.name, planned)
     if not any(run.rows for run in planned):
         raise ConfigError(f"no run of {name} has progress in {result.out_dir} yet: train them with "
