@@ -10,11 +10,17 @@ Hessian-vector product through the adaptation computed exactly (forward-over-rev
 whole map) and in the Gauss-Newton form the learner uses (J_Uᵀ J_Dᵀ H_D J_D J_U, equal at the
 sampling parameters; ``MetaLearner.outer_kl_curvature``). Both TRPO variants run in the same
 process on the same batches; the report gives their ratio and how far their steps differ.
+
+``--cg-subsample F,F,...`` also times the learner's own TRPO update (``trpo_update``, what
+training runs) with each curvature subsample ``cg_subsample = F`` (docs/algorithms.md, "Outer
+optimizers") on the same batches, and reports each step's surrogate improvement and KL on the
+whole batch and its distance from the F = 1 step.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -29,6 +35,7 @@ from adaptrl.algorithms.policy_on_model import PolicyOnModel
 from adaptrl.envs.host import default_num_threads
 from adaptrl.experiment.config import build_config
 from adaptrl.meta.batch import stack_steps
+from adaptrl.meta.learner import MetaLearner, trpo_update
 from adaptrl.models.simulator import model_sim_params
 from adaptrl.optim.trpo import trpo_step
 
@@ -37,7 +44,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rollouts", type=int, default=50, help="imagined rollouts per task (paper: 50)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cg-subsample", default="1,0.2,0.1",
+                        help="curvature subsamples F to time the learner's TRPO update with")
     args = parser.parse_args()
+    fractions = [float(f) for f in args.cg_subsample.split(",") if f]
 
     config = build_config("mb-mpo", "HalfCheetah", preset="paper",
                           overrides={"rollouts_per_task": args.rollouts})
@@ -63,8 +73,16 @@ def main() -> None:
 
     exact_step = jax.jit(lambda mp, b: step(mp, b, False))
     gn_step = jax.jit(lambda mp, b: step(mp, b, True))
-    times: dict[str, list[float]] = {k: [] for k in ("sampling", "processing", "inner", "trpo_exact",
-                                                      "trpo_gauss_newton")}
+    obs_dim, act_dim = alg.env.spec.obs_dim, alg.env.spec.act_dim
+
+    def jitted_update(fraction: float):
+        subsampled = MetaLearner(dataclasses.replace(config, cg_subsample=fraction), obs_dim, act_dim)
+        return jax.jit(lambda st, b: trpo_update(subsampled, st, b))
+
+    updates = {f: jitted_update(f) for f in fractions}
+    parts = ("sampling", "processing", "inner", "trpo_exact", "trpo_gauss_newton")
+    times: dict[str, list[float]] = {k: [] for k in (*parts, *(f"update_f{f:g}" for f in fractions))}
+    update_results: dict[float, tuple] = {}
     for repeat in range(args.repeats + 1):
         timings: dict[str, float] = {}
         result = sample_and_adapt(alg.meta, learner_state.meta_params, tasks, jax.random.PRNGKey(repeat),
@@ -76,6 +94,11 @@ def main() -> None:
         start = time.perf_counter()
         gauss_newton, _ = jax.block_until_ready(gn_step(learner_state.meta_params, batches))
         gn_s = time.perf_counter() - start
+        for f, update in updates.items():
+            start = time.perf_counter()
+            update_results[f] = jax.block_until_ready(update(learner_state, batches))
+            if repeat:
+                times[f"update_f{f:g}"].append(time.perf_counter() - start)
         if repeat == 0:
             continue  # compilation
         times["sampling"].append(timings["Time-Sampling"])
@@ -93,6 +116,16 @@ def main() -> None:
         "seconds": {k: round(v, 3) for k, v in median.items()},
         "trpo_exact_over_gauss_newton": round(median["trpo_exact"] / median["trpo_gauss_newton"], 2),
         "relative_step_difference": float(np.linalg.norm(d_gn - d_exact) / np.linalg.norm(d_exact)),
+        "cg_subsample": {
+            f"{f:g}": {
+                "update_seconds": round(median[f"update_f{f:g}"], 3),
+                "dLoss": float(info["dLoss"]), "MeanKL": float(info["MeanKL"]),
+                "NumBacktracks": int(info["NumBacktracks"]),
+                "step_distance_from_f1": (float(np.linalg.norm(
+                    ravel_pytree(new.meta_params)[0] - ravel_pytree(update_results[1.0][0].meta_params)[0])
+                    / np.linalg.norm(ravel_pytree(update_results[1.0][0].meta_params)[0] - theta))
+                    if 1.0 in update_results else None),
+            } for f, (new, info) in update_results.items()},
         "meta_step_seconds": round(median["sampling"] + median["processing"] + median["inner"]
                                    + median["trpo_gauss_newton"], 2),
     }

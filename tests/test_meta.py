@@ -379,3 +379,53 @@ def test_trpo_curvature_option_selects_the_exact_product_and_both_steps_agree(mo
     assert np.linalg.norm(step_gn - step_exact) < 1e-2 * np.linalg.norm(step_exact)
     with pytest.raises(ConfigError, match="unknown trpo curvature 'fisher'"):
         build_config("maml-trpo", "PointCorners", overrides={"trpo_curvature": "fisher"})
+
+
+@pytest.mark.parametrize("algo", ["maml-trpo", "trpo"])
+def test_cg_subsample_takes_the_curvature_of_a_rollout_prefix_and_the_line_search_of_all(algo):
+    """``cg_subsample = 0.5`` with 4 rollouts per task: the TRPO step equals ``trpo_step`` with the
+    curvature of the first 2 rollouts of every task (Gauss-Newton through the adaptation for
+    MAML-TRPO, the exact KL Hessian without one) and the whole batch's loss and KL in the line
+    search; the step differs from the full-curvature one, and it satisfies KL ≤ δ on the whole batch."""
+    from adaptrl.meta.batch import rollout_prefix
+    from adaptrl.meta.learner import trpo_update
+    from adaptrl.optim.trpo import trpo_step
+
+    config = tiny_config(algo, rollouts_per_task=4, cg_subsample=0.5)
+    exp, state, batches = _batches_for(config)
+    learner = exp.learner
+    prefix = rollout_prefix(batches, 0.5)
+    assert prefix.mask.shape[2] == 2 and batches.mask.shape[2] == 4
+    np.testing.assert_array_equal(prefix.observations, batches.observations[:, :, :2])
+    np.testing.assert_array_equal(prefix.reward_z, batches.reward_z)  # no rollout axis
+    assert rollout_prefix(batches, 1.0) is batches
+
+    new_state, info = trpo_update(learner, state, batches)
+
+    def loss_and_kl(p, data):
+        terms = learner.terms(p, data)
+        return -terms.objective, terms.outer_kl
+
+    if config.inner_steps:
+        curvature = learner.outer_kl_curvature(state.meta_params, prefix)
+    else:
+        _, curvature = jax.linearize(jax.grad(lambda p: loss_and_kl(p, prefix)[1]), state.meta_params)
+    expected, _ = trpo_step(
+        lambda p: loss_and_kl(p, batches)[0], lambda p: loss_and_kl(p, batches)[1], state.meta_params,
+        max_kl=config.max_kl, cg_iters=config.cg_iters, damping=config.cg_damping,
+        backtrack_ratio=config.backtrack_ratio, max_backtracks=config.max_backtracks,
+        loss_and_kl_fn=lambda p: loss_and_kl(p, batches), curvature_fn=curvature)
+    theta = ravel_pytree(state.meta_params)[0]
+    step_sub = ravel_pytree(new_state.meta_params)[0] - theta
+    np.testing.assert_allclose(step_sub, ravel_pytree(expected)[0] - theta,
+                               rtol=1e-5, atol=1e-6 * float(np.abs(step_sub).max()))
+    full_learner = MetaLearner(dataclasses.replace(config, cg_subsample=1.0), exp.env.spec.obs_dim,
+                               exp.env.spec.act_dim)
+    full_state, _ = trpo_update(full_learner, state, batches)
+    step_full = ravel_pytree(full_state.meta_params)[0] - theta
+    assert int(info["Accepted"]) == 1 and np.linalg.norm(step_sub) > 0
+    assert np.linalg.norm(step_sub - step_full) > 1e-3 * np.linalg.norm(step_full)
+    assert float(loss_and_kl(new_state.meta_params, batches)[1]) <= config.max_kl
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="cg_subsample must be in"):
+            tiny_config(algo, cg_subsample=bad)

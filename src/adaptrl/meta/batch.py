@@ -94,6 +94,20 @@ def step(batches: StepBatch, k: int) -> StepBatch:
     return jax.tree_util.tree_map(lambda x: x[k], batches)
 
 
+def rollout_prefix(batches: StepBatch, fraction: float) -> StepBatch:
+    """The first ``max(1, round(fraction · R))`` rollouts of every task of a stacked batch
+    ``[K+1, M, R, T, ...]`` (``reward_z [K+1, M]`` has no rollout axis and is kept whole).
+
+    A task's rollouts are independent draws from the same start-state distribution and policy,
+    so a prefix is a uniform subsample of them; the TRPO step computes its curvature on one
+    (``cg_subsample``)."""
+    rollouts = batches.mask.shape[2]
+    keep = max(1, round(fraction * rollouts))
+    if keep >= rollouts:
+        return batches
+    return jax.tree_util.tree_map(lambda x: x[:, :, :keep] if x.ndim >= 4 else x, batches)
+
+
 def return_stats(traj: Trajectories, prefix: str) -> dict[str, float]:
     """The original's per-step statistics (docs/algorithms.md, "Logged keys"), keys prefixed ``Step_k-``."""
     returns = np.asarray(traj.returns(), dtype=np.float64).ravel()

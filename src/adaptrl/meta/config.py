@@ -120,6 +120,7 @@ class TrainConfig:
     backtrack_ratio: float = 0.8
     max_backtracks: int = 15
     trpo_curvature: str = "gauss_newton"
+    cg_subsample: float = 1.0
     # control variates (TMAML, Liu et al. 2019, §4.2, Alg. 1–2, Eq. 7 and 11)
     control_variate: str = "none"
     cv_formula: str = "corrected"
@@ -253,6 +254,9 @@ FIELD_HELP: dict[str, str] = {
                       "(J_Uᵀ H J_U: a jvp and a vjp of the adaptation U; equal to the exact Hessian at "
                       "the sampling parameters) or exact (forward-over-reverse of the whole KL, third "
                       "derivatives of the inner objective)",
+    "cg_subsample": "fraction f of each task's rollouts (the first f·R) on which the TRPO step's "
+                    "KL curvature (conjugate-gradient products) is computed; 1 = all (the papers); "
+                    "the gradient and the line search always use all",
     "control_variate": "TMAML control variate added to DiCE: none, meta (Alg. 1) or task (Eq. 11, "
                        "action-dependent)",
     "cv_formula": "control-variate surrogate: corrected (unbiased, docs/algorithms.md) or paper "
@@ -421,6 +425,9 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"clip_eps must be > 0 (inf = no clipping), got {config.clip_eps}.")
     if not 0 < config.discount <= 1 or not 0 <= config.gae_lambda <= 1:
         raise ConfigError("discount must be in (0, 1] and gae_lambda in [0, 1].")
+    if not 0 < config.cg_subsample <= 1:
+        raise ConfigError(f"cg_subsample must be in (0, 1] (the fraction of each task's rollouts the "
+                          f"TRPO curvature uses), got {config.cg_subsample}.")
     if not 0 < config.backtrack_ratio < 1:
         raise ConfigError(f"backtrack_ratio must be in (0, 1), got {config.backtrack_ratio}.")
     if config.control_variate != "none" and config.inner_estimator != "dice":

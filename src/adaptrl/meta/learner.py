@@ -35,7 +35,7 @@ import optax
 
 from adaptrl import memory
 from adaptrl.meta.adaptation import INNER_OPTIMIZERS, adapt, adapt_step, adapt_step_with, mean_kl_from_old
-from adaptrl.meta.batch import StepBatch
+from adaptrl.meta.batch import StepBatch, rollout_prefix
 from adaptrl.meta.batch import step as batch_step
 from adaptrl.meta.control_variates import control_variate_for
 from adaptrl.meta.objectives import OuterSpec, TaskTerms, meta_terms
@@ -106,7 +106,15 @@ def trpo_update(learner: MetaLearner, state: LearnerState, batches: StepBatch):
     (:meth:`MetaLearner.outer_kl_curvature`), which equals the exact Hessian at the sampling
     parameters and needs no third derivatives of the inner objective; ``trpo_curvature=exact``
     differentiates the whole KL twice instead (forward-over-reverse). The line search evaluates
-    the loss and the KL of a candidate from one adaptation (``loss_and_kl``)."""
+    the loss and the KL of a candidate from one adaptation (``loss_and_kl``).
+
+    With ``cg_subsample = f < 1`` the curvature (either form) is that of the KL on the first
+    ``f·R`` rollouts of every task (:func:`adaptrl.meta.batch.rollout_prefix`; the original code's
+    ``ConjugateGradientOptimizer`` has such a ``subsample_factor`` but ignores it, docs/algorithms.md,
+    "Outer optimizers"), so each conjugate-gradient product costs about ``f`` as much. The
+    gradient and the line search's loss and KL ≤ δ check use the whole batch: the step's
+    direction and scale come from the subsample's curvature, the trust region is enforced on
+    the whole batch."""
     config = learner.config
 
     def loss_and_kl(meta_params):
@@ -114,7 +122,15 @@ def trpo_update(learner: MetaLearner, state: LearnerState, batches: StepBatch):
         return -terms.objective, terms.outer_kl
 
     gauss_newton = config.inner_steps and config.trpo_curvature == "gauss_newton"
-    curvature = learner.outer_kl_curvature(state.meta_params, batches) if gauss_newton else None
+    curvature_batches = rollout_prefix(batches, config.cg_subsample)
+    if gauss_newton:
+        curvature = learner.outer_kl_curvature(state.meta_params, curvature_batches)
+    elif curvature_batches is not batches:
+        # the exact KL Hessian (forward-over-reverse), on the subsample
+        _, curvature = jax.linearize(
+            jax.grad(lambda p: learner.terms(p, curvature_batches).outer_kl), state.meta_params)
+    else:
+        curvature = None  # trpo_step's own exact product of the whole batch's KL
     meta_params, info = trpo_step(
         lambda p: loss_and_kl(p)[0], lambda p: loss_and_kl(p)[1], state.meta_params,
         max_kl=config.max_kl, cg_iters=config.cg_iters, damping=config.cg_damping,
