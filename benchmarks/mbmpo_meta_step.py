@@ -110,6 +110,7 @@ def main() -> None:
     d_exact = ravel_pytree(exact)[0] - theta
     d_gn = ravel_pytree(gauss_newton)[0] - theta
     median = {k: statistics.median(v) for k, v in times.items()}
+    update_steps = {f: ravel_pytree(new.meta_params)[0] - theta for f, (new, _) in update_results.items()}
     report = {
         "machine": f"{platform.processor() or platform.machine()}, {default_num_threads()} threads",
         "imagined_steps_per_pass": config.tasks_per_iter * args.rollouts * config.horizon,
@@ -121,11 +122,10 @@ def main() -> None:
                 "update_seconds": round(median[f"update_f{f:g}"], 3),
                 "dLoss": float(info["dLoss"]), "MeanKL": float(info["MeanKL"]),
                 "NumBacktracks": int(info["NumBacktracks"]),
-                "step_distance_from_f1": (float(np.linalg.norm(
-                    ravel_pytree(new.meta_params)[0] - ravel_pytree(update_results[1.0][0].meta_params)[0])
-                    / np.linalg.norm(ravel_pytree(update_results[1.0][0].meta_params)[0] - theta))
-                    if 1.0 in update_results else None),
-            } for f, (new, info) in update_results.items()},
+                "step_distance_from_f1": (float(np.linalg.norm(update_steps[f] - update_steps[1.0])
+                                                / np.linalg.norm(update_steps[1.0]))
+                                          if 1.0 in update_steps else None),
+            } for f, (_, info) in update_results.items()},
         "meta_step_seconds": round(median["sampling"] + median["processing"] + median["inner"]
                                    + median["trpo_gauss_newton"], 2),
     }

@@ -121,18 +121,15 @@ def trpo_update(learner: MetaLearner, state: LearnerState, batches: StepBatch):
         terms = learner.terms(meta_params, batches)
         return -terms.objective, terms.outer_kl
 
-    gauss_newton = config.inner_steps and config.trpo_curvature == "gauss_newton"
     curvature_batches = rollout_prefix(batches, config.cg_subsample)
-    if gauss_newton:
-        curvature = learner.outer_kl_curvature(state.meta_params, curvature_batches)
-    elif curvature_batches is not batches:
-        # the exact KL Hessian (forward-over-reverse), on the subsample
-        _, curvature = jax.linearize(
-            jax.grad(lambda p: learner.terms(p, curvature_batches).outer_kl), state.meta_params)
-    else:
-        curvature = None  # trpo_step's own exact product of the whole batch's KL
+
+    def curvature_kl(meta_params):  # only its Hessian is used: the line search checks loss_and_kl's
+        return learner.terms(meta_params, curvature_batches).outer_kl
+
+    gauss_newton = config.inner_steps and config.trpo_curvature == "gauss_newton"
+    curvature = learner.outer_kl_curvature(state.meta_params, curvature_batches) if gauss_newton else None
     meta_params, info = trpo_step(
-        lambda p: loss_and_kl(p)[0], lambda p: loss_and_kl(p)[1], state.meta_params,
+        lambda p: loss_and_kl(p)[0], curvature_kl, state.meta_params,
         max_kl=config.max_kl, cg_iters=config.cg_iters, damping=config.cg_damping,
         backtrack_ratio=config.backtrack_ratio, max_backtracks=config.max_backtracks,
         loss_and_kl_fn=loss_and_kl, curvature_fn=curvature)

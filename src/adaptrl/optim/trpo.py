@@ -170,7 +170,9 @@ def trpo_step(
     Args:
         loss_fn: scalar loss of the parameters (a closure over the data).
         kl_fn: mean ``KL(π_old ‖ π_params)`` from the fixed old (sampling) policy: 0 with zero
-            gradient at ``params``.
+            gradient at ``params``. Its Hessian at ``params`` is F (unless ``curvature_fn``);
+            when ``loss_and_kl_fn`` is given, the line search checks that function's KL, so
+            ``kl_fn`` may estimate the same KL more cheaply (e.g. on a subsample).
         params: current parameters, any pytree of float arrays.
         max_kl: trust-region size δ.
         cg_iters: conjugate-gradient iterations (original code: 10).
