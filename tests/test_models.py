@@ -378,6 +378,10 @@ def test_fit_is_deterministic_in_the_key_and_freezes_stopped_members():
     jax.tree_util.tree_map(lambda x, y: np.testing.assert_array_equal(x[first], y[first]), a, short)
     later = int(np.argmax(report.epochs))
     assert not np.allclose(output_kernel(a)[later], output_kernel(short)[later])
+    # one Adam step per real minibatch of the member's 160 training rows (ceil(160/32) = 5; the
+    # epoch's padded slots take none), and none after the member stopped
+    adam_steps = np.asarray(a.opt_state[0].count)
+    np.testing.assert_array_equal(adam_steps, report.epochs * math.ceil(160 / settings.batch_size))
 
 
 def test_epoch_function_compiles_once_per_power_of_two_as_data_grows():

@@ -36,6 +36,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -54,6 +55,31 @@ from adaptrl.meta.config import TrainConfig
 from adaptrl.meta.learner import LearnerState, MetaLearner, tree_is_finite
 from adaptrl.policies import ExplorationActor, Params, per_task
 from adaptrl.sampling import Sampler, Trajectories
+
+#: rows per chunk of :func:`ensemble_disagreement`
+DISAGREEMENT_CHUNK = 4096
+
+
+@partial(jax.jit, static_argnames="dynamics")
+def ensemble_disagreement(dynamics: Any, model: Any, obs: jax.Array, act: jax.Array) -> jax.Array:
+    """``[N]``: the members' disagreement on each state–action pair, ``mean_i std_k ŝ'^k_i``
+    (the std over the K members' next states, averaged over state dims; thesis Fig. 11).
+
+    One jitted program over chunks of ``DISAGREEMENT_CHUNK`` rows, so the K hidden activations of
+    a chunk stay in cache: all 200,000 rows of an MB-MPO batch at once (K × 200,000 × 512
+    activations, 2 GB per layer) ran memory-bound (docs/benchmarks.md)."""
+    n = obs.shape[0]
+    chunks = -(-n // DISAGREEMENT_CHUNK)
+    pad = chunks * DISAGREEMENT_CHUNK - n
+
+    def chunk_std(inputs):
+        o, a = inputs
+        return dynamics.all_next(model, o, a, jax.random.PRNGKey(0)).std(axis=0).mean(-1)
+
+    def blocks(x):
+        return jnp.pad(x, ((0, pad), (0, 0))).reshape(chunks, DISAGREEMENT_CHUNK, x.shape[-1])
+
+    return jax.lax.map(chunk_std, (blocks(obs), blocks(act))).reshape(-1)[:n]
 
 
 class PolicyState(NamedTuple):
@@ -372,9 +398,8 @@ class PolicyOnModel:
         obs = np.asarray(batch.observations)
         act = env_action(np.asarray(batch.actions), spec.action_low, spec.action_high, spec.normalize_actions)
         flat_obs, flat_act = obs.reshape(-1, obs.shape[-1]), act.reshape(-1, act.shape[-1])
-        every = self.mb.dynamics.all_next(state.model.params, jnp.asarray(flat_obs), jnp.asarray(flat_act),
-                                          jax.random.PRNGKey(0))
-        disagreement = np.asarray(every.std(axis=0).mean(-1)).reshape(mask.shape)
+        disagreement = np.asarray(ensemble_disagreement(self.mb.dynamics, state.model.params, flat_obs,
+                                                        flat_act)).reshape(mask.shape)
         per_task_std = (disagreement * mask).sum(axis=(1, 2)) / np.maximum(mask.sum(axis=(1, 2)), 1)
         out = {}
         for k in range(self.config.model_members):

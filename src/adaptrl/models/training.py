@@ -9,17 +9,18 @@ One :func:`fit` call (thesis App. B.3; docs/model-based.md):
    training rows (its bootstrap resample with ``bootstrap``; a shared split without bootstrap →
    identical statistics); the network weights warm-start;
 3. epochs: each member shuffles its training rows (its own permutation every epoch) and takes one
-   Adam step per minibatch; one epoch of all members is **one jitted call** (``lax.scan`` over
+   Adam step per minibatch; one epoch of all members is **one jitted call** (a loop over
    minibatches, ``vmap`` over members);
 4. after each epoch, the validation loss per member feeds :func:`rolling_stop`; a stopped member's
-   parameters and Adam state are frozen. The fit ends when all members stopped or at
-   ``max_epochs``.
+   parameters and Adam state are frozen (the epoch trains every member and restores the stopped
+   ones at its end). The fit ends when all members stopped or at ``max_epochs``.
 
 Padding: the data and the per-member index lists are padded to ``S·batch_size`` rows, where ``S``
 is the number of minibatches of the whole data set rounded up to a power of two, with 0/1 row
 weights. The epoch function therefore compiles once per power of two, O(log N) times while the
-buffer grows. Minibatch slots beyond the real ones are skipped with ``lax.cond`` (no Adam step, so
-the result equals the unpadded loop, the last real minibatch being a partial one).
+buffer grows. The epoch loops over the real minibatches only (a ``fori_loop`` with the traced
+count: no Adam step in a padded slot, so the result equals the unpadded loop, the last real
+minibatch being a partial one).
 """
 
 from __future__ import annotations
@@ -144,8 +145,10 @@ def minibatch_slots(n_rows: int, batch_size: int) -> int:
     return 1 << (batches - 1).bit_length()
 
 
-def _where_tree(flag: jax.Array, new: Any, old: Any) -> Any:
-    return jax.tree_util.tree_map(lambda n, o: jnp.where(flag, n, o), new, old)
+def _where_members(flag: jax.Array, new: Any, old: Any) -> Any:
+    """Member k's leaves from ``new`` where ``flag[k]``, else from ``old`` (leading member axis)."""
+    return jax.tree_util.tree_map(
+        lambda n, o: jnp.where(flag.reshape(flag.shape + (1,) * (n.ndim - 1)), n, o), new, old)
 
 
 @partial(jax.jit, static_argnames=("spec", "batch_size", "learning_rate"))
@@ -174,47 +177,38 @@ def _fit_epoch(spec: EnsembleSpec, batch_size: int, learning_rate: float, net: A
     perm_index = jnp.take_along_axis(train_index, order, axis=1).reshape(k_members, slots, batch_size)
     perm_weight = jnp.take_along_axis(train_weight, order, axis=1).reshape(k_members, slots, batch_size)
 
-    def member_step(net_k, opt_k, norm_k, idx, w, active_k):
+    def member_step(net_k, opt_k, norm_k, idx, w):
         def loss_fn(p):
             return member_loss(spec, EnsembleParams(p, norm_k), obs[idx], act[idx], nxt[idx], w)
 
         loss, grads = jax.value_and_grad(loss_fn)(net_k)
         updates, new_opt = opt.update(grads, opt_k, net_k)
-        new_net = optax.apply_updates(net_k, updates)
-        return (_where_tree(active_k, new_net, net_k), _where_tree(active_k, new_opt, opt_k),
-                loss * w.sum(), w.sum())
+        return optax.apply_updates(net_k, updates), new_opt, loss * w.sum(), w.sum()
 
-    def train_slot(carry, slot):
-        net_c, opt_c = carry
+    def train_slot(slot, carry):
+        net_c, opt_c, loss_sum, w_sum = carry
+        new_net, new_opt, slot_loss, slot_w = jax.vmap(member_step)(
+            net_c, opt_c, norm, perm_index[:, slot], perm_weight[:, slot])
+        return new_net, new_opt, loss_sum + slot_loss, w_sum + slot_w
 
-        def real(_):
-            idx, w = perm_index[:, slot], perm_weight[:, slot]
-            new_net, new_opt, loss_sum, w_sum = jax.vmap(member_step)(net_c, opt_c, norm, idx, w, active)
-            return (new_net, new_opt), (loss_sum, w_sum)
-
-        def skip(_):
-            return (net_c, opt_c), (jnp.zeros(k_members), jnp.zeros(k_members))
-
-        return jax.lax.cond(slot < n_train_batches, real, skip, None)
-
-    (net, opt_state), (train_sums, train_counts) = jax.lax.scan(train_slot, (net, opt_state),
-                                                                 jnp.arange(slots))
-    train_loss = train_sums.sum(0) / jnp.maximum(train_counts.sum(0), 1e-12)
+    # a loop over the real minibatches only (a while loop: no per-slot lax.cond, which copied the
+    # whole carry); stopped members train too and are restored below, once per epoch instead of
+    # a select per step: the same result, since ``active`` is constant within an epoch
+    zeros = jnp.zeros(k_members)
+    trained_net, trained_opt, train_sums, train_counts = jax.lax.fori_loop(
+        0, n_train_batches, train_slot, (net, opt_state, zeros, zeros))
+    net, opt_state = _where_members(active, trained_net, net), _where_members(active, trained_opt, opt_state)
+    train_loss = train_sums / jnp.maximum(train_counts, 1e-12)
 
     v_index = valid_index.reshape(k_members, slots, batch_size)
     v_weight = valid_weight.reshape(k_members, slots, batch_size)
 
-    def valid_slot(_, slot):
-        def real(_):
-            return jax.vmap(loss_sums)(net, norm, v_index[:, slot], v_weight[:, slot])
+    def valid_slot(slot, sums):
+        loss_sum, w_sum = jax.vmap(loss_sums)(net, norm, v_index[:, slot], v_weight[:, slot])
+        return sums[0] + loss_sum, sums[1] + w_sum
 
-        def skip(_):
-            return jnp.zeros(k_members), jnp.zeros(k_members)
-
-        return None, jax.lax.cond(slot < n_valid_batches, real, skip, None)
-
-    _, (valid_sums, valid_counts) = jax.lax.scan(valid_slot, None, jnp.arange(slots))
-    valid_loss = valid_sums.sum(0) / jnp.maximum(valid_counts.sum(0), 1e-12)
+    valid_sums, valid_counts = jax.lax.fori_loop(0, n_valid_batches, valid_slot, (zeros, zeros))
+    valid_loss = valid_sums / jnp.maximum(valid_counts, 1e-12)
 
     new_avg, new_prev, stop = rolling_stop(avg, prev, valid_loss, persistency, first)
     avg, prev = jnp.where(active, new_avg, avg), jnp.where(active, new_prev, prev)
