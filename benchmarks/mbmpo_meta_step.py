@@ -15,6 +15,11 @@ process on the same batches; the report gives their ratio and how far their step
 training runs) with each curvature subsample ``cg_subsample = F`` (docs/algorithms.md, "Outer
 optimizers") on the same batches, and reports each step's surrogate improvement and KL on the
 whole batch and its distance from the F = 1 step.
+
+It also times the ensemble-disagreement diagnostic of the adaptation phase (``Member_k-EnsembleStd``,
+thesis Fig. 11) on the pre-update batch: :func:`~adaptrl.algorithms.policy_on_model.ensemble_disagreement`
+(one jitted, chunked program) against the same K-member prediction run op by op on the whole
+batch at once, as it was computed before.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from adaptrl.algorithms.meta_rl import sample_and_adapt
-from adaptrl.algorithms.policy_on_model import PolicyOnModel
+from adaptrl.algorithms.policy_on_model import PolicyOnModel, ensemble_disagreement
 from adaptrl.envs.host import default_num_threads
 from adaptrl.experiment.config import build_config
 from adaptrl.meta.batch import stack_steps
@@ -80,7 +85,8 @@ def main() -> None:
         return jax.jit(lambda st, b: trpo_update(subsampled, st, b))
 
     updates = {f: jitted_update(f) for f in fractions}
-    parts = ("sampling", "processing", "inner", "trpo_exact", "trpo_gauss_newton")
+    parts = ("sampling", "processing", "inner", "trpo_exact", "trpo_gauss_newton", "disagreement_jitted",
+             "disagreement_eager")
     times: dict[str, list[float]] = {k: [] for k in (*parts, *(f"update_f{f:g}" for f in fractions))}
     update_results: dict[float, tuple] = {}
     for repeat in range(args.repeats + 1):
@@ -88,6 +94,19 @@ def main() -> None:
         result = sample_and_adapt(alg.meta, learner_state.meta_params, tasks, jax.random.PRNGKey(repeat),
                                   config.inner_steps, timings, sim_params=sim_params)
         batches = stack_steps(result.batches)
+        pre = result.batches[0]
+        flat_obs = np.asarray(pre.observations).reshape(-1, obs_dim)
+        flat_act = np.asarray(pre.actions).reshape(-1, act_dim)  # raw policy actions: the same input to both
+        start = time.perf_counter()
+        model = state.model.params
+        jitted_std = np.asarray(ensemble_disagreement(alg.mb.dynamics, model, flat_obs, flat_act))
+        jitted_s = time.perf_counter() - start
+        start = time.perf_counter()
+        every = alg.mb.dynamics.all_next(model, jax.numpy.asarray(flat_obs),
+                                         jax.numpy.asarray(flat_act), jax.random.PRNGKey(0))
+        eager_std = np.asarray(every.std(axis=0).mean(-1))
+        eager_s = time.perf_counter() - start
+        np.testing.assert_allclose(jitted_std, eager_std, rtol=1e-4, atol=1e-6)
         start = time.perf_counter()
         exact, _ = jax.block_until_ready(exact_step(learner_state.meta_params, batches))
         exact_s = time.perf_counter() - start
@@ -106,6 +125,8 @@ def main() -> None:
         times["inner"].append(timings["Time-InnerStep"])
         times["trpo_exact"].append(exact_s)
         times["trpo_gauss_newton"].append(gn_s)
+        times["disagreement_jitted"].append(jitted_s)
+        times["disagreement_eager"].append(eager_s)
     theta = ravel_pytree(learner_state.meta_params)[0]
     d_exact = ravel_pytree(exact)[0] - theta
     d_gn = ravel_pytree(gauss_newton)[0] - theta
@@ -116,6 +137,8 @@ def main() -> None:
         "imagined_steps_per_pass": config.tasks_per_iter * args.rollouts * config.horizon,
         "seconds": {k: round(v, 3) for k, v in median.items()},
         "trpo_exact_over_gauss_newton": round(median["trpo_exact"] / median["trpo_gauss_newton"], 2),
+        "disagreement_eager_over_jitted": round(median["disagreement_eager"]
+                                                / median["disagreement_jitted"], 2),
         "relative_step_difference": float(np.linalg.norm(d_gn - d_exact) / np.linalg.norm(d_exact)),
         "cg_subsample": {
             f"{f:g}": {
