@@ -97,8 +97,8 @@ def main() -> None:
         pre = result.batches[0]
         flat_obs = np.asarray(pre.observations).reshape(-1, obs_dim)
         flat_act = np.asarray(pre.actions).reshape(-1, act_dim)  # raw policy actions: the same input to both
-        start = time.perf_counter()
         model = state.model.params
+        start = time.perf_counter()
         jitted_std = np.asarray(ensemble_disagreement(alg.mb.dynamics, model, flat_obs, flat_act))
         jitted_s = time.perf_counter() - start
         start = time.perf_counter()
